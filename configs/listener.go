@@ -62,7 +62,8 @@ type ListenerTLS struct {
 	OCSPStapling *bool `mapstructure:"ocsp_stapling" json:"ocsp_stapling,omitempty"`
 }
 
-// CertFile is a certificate chain and its private key, both PEM.
+// CertFile is a certificate chain and its private key, both PEM. Key may
+// instead be an RFC 7512 "pkcs11:" URI naming a key inside an HSM.
 type CertFile struct {
 	Cert string `mapstructure:"cert" json:"cert"`
 	Key  string `mapstructure:"key" json:"key"`
@@ -246,7 +247,9 @@ func (t *ListenerTLS) validate(v *validator, c *Config) {
 	for i, f := range t.Files {
 		fv := v.index("files", i)
 		fv.file("cert", f.Cert)
-		fv.file("key", f.Key)
+		if !strings.HasPrefix(f.Key, "pkcs11:") { // an HSM key (RFC 7512 URI) is no file
+			fv.file("key", f.Key)
+		}
 	}
 	if a := t.ACME; a != nil {
 		av := v.at("acme")
