@@ -166,7 +166,7 @@ func (c *Config) validateListeners(v *validator) {
 		if l.Address == "" {
 			lv.addf("address", "is required (e.g. \":8443\")")
 		} else if lv.hostPort("address", l.Address) {
-			if j, dup := addrs[l.Address]; dup {
+			if j, dup := addrs[l.Address]; dup && !strings.HasSuffix(l.Address, ":0") {
 				lv.addf("address", "%q is already used by listeners[%d]", l.Address, j)
 			}
 			addrs[l.Address] = i

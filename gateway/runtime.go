@@ -1,0 +1,193 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+
+	"github.com/ztgate/ztgate/configs"
+)
+
+// Runtime is one compiled config. It is never written after Compile
+// returns; requests load it once and keep it to the end.
+type Runtime struct {
+	cfg       *configs.Config
+	router    *Router
+	listeners map[string]*listenerRuntime
+	routes    map[*route]*routeRuntime
+	ext       *Extension
+}
+
+// Config returns the config this Runtime was compiled from.
+func (rt *Runtime) Config() *configs.Config { return rt.cfg }
+
+// listenerRuntime is a listener's per-snapshot settings.
+type listenerRuntime struct {
+	cfg        *configs.Listener
+	trusted    []netip.Prefix
+	altSvc     string
+	nextProtos []string
+	tls        *tls.Config // served via GetConfigForClient
+}
+
+// routeRuntime is a route's compiled pipeline.
+type routeRuntime struct {
+	stages          map[string][]Stage // by listener name
+	responseHeaders headerOps
+}
+
+// Extension holds the parts of a snapshot that other packages compile:
+// authentication and authorization stages and the upstream forwarder.
+type Extension struct {
+	// Stages returns a route's checks in the fixed order ip → authn →
+	// authz. It is called once per route and listener at compile time.
+	Stages func(l *configs.Listener, r *configs.Route) ([]Stage, error)
+	// Forward sends the request to the route's upstream.
+	Forward func(w http.ResponseWriter, req *Request) error
+	// ConfigureTLS adjusts a listener's per-snapshot TLS config (client
+	// certificate verification for peer authentication).
+	ConfigureTLS func(l *configs.Listener, c *tls.Config) error
+	// Ready reports what is not ready yet (JWKS, upstream health).
+	Ready func() error
+	// Release is called once the snapshot is retired.
+	Release func()
+}
+
+// Extensions compiles the Extension for a config. Deps.Extensions.
+type Extensions func(cfg *configs.Config) (*Extension, error)
+
+// Compile turns a validated config into a Runtime without touching any
+// socket. `ztgate validate` runs exactly this.
+func Compile(cfg *configs.Config, deps Deps) (rt *Runtime, err error) {
+	rt = &Runtime{cfg: cfg, listeners: map[string]*listenerRuntime{}, routes: map[*route]*routeRuntime{}}
+	if deps.Extensions != nil {
+		rt.ext, err = deps.Extensions(cfg)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		rt.ext = &Extension{}
+	}
+	defer func() {
+		if err != nil {
+			rt.release()
+		}
+	}()
+	if rt.router, err = compileRouter(cfg); err != nil {
+		return nil, err
+	}
+	for i := range cfg.Listeners {
+		l := &cfg.Listeners[i]
+		lr, err := compileListener(cfg, i, deps, rt.ext)
+		if err != nil {
+			return nil, err
+		}
+		rt.listeners[l.Name] = lr
+	}
+	for _, r := range rt.router.all {
+		rr := &routeRuntime{stages: map[string][]Stage{}, responseHeaders: compileHeaderOps(r.cfg.ResponseHeaders)}
+		if rt.ext.Stages != nil {
+			// Stages depend on the listener only through policies
+			// attached to it; compile per listener the route serves.
+			for _, l := range cfg.Listeners {
+				if r.listeners != nil && !r.listeners[l.Name] {
+					continue
+				}
+				st, err := rt.ext.Stages(&l, r.cfg)
+				if err != nil {
+					return nil, fmt.Errorf("%s: routes[%d] (%s): %w", cfg.File, r.index, r.name, err)
+				}
+				rr.stages[l.Name] = st
+			}
+		}
+		rt.routes[r] = rr
+	}
+	return rt, nil
+}
+
+func compileListener(cfg *configs.Config, i int, deps Deps, ext *Extension) (*listenerRuntime, error) {
+	l := &cfg.Listeners[i]
+	lr := &listenerRuntime{cfg: l}
+	for _, p := range l.TrustedProxies {
+		pfx, err := configs.ParsePrefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("%s: listeners[%d].trusted_proxies: %w", cfg.File, i, err)
+		}
+		lr.trusted = append(lr.trusted, pfx)
+	}
+	if l.RedirectHTTPS != nil {
+		return lr, nil
+	}
+	if hasProto(l, configs.ProtoH2) {
+		lr.nextProtos = append(lr.nextProtos, "h2")
+	}
+	if hasProto(l, configs.ProtoH1) {
+		lr.nextProtos = append(lr.nextProtos, "http/1.1")
+	}
+	if hasProto(l, configs.ProtoH3) {
+		_, port, _ := net.SplitHostPort(l.Address)
+		if port != "" && port != "0" {
+			lr.altSvc = fmt.Sprintf(`h3=":%s"; ma=86400`, port)
+		}
+	}
+	if deps.Certs == nil {
+		return nil, fmt.Errorf("%s: listeners[%d]: no certificate manager", cfg.File, i)
+	}
+	base, err := deps.Certs.TLSConfig(l.Name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listeners[%d].tls: %w", cfg.File, i, err)
+	}
+	tc := base.Clone()
+	tc.NextProtos = append(append([]string(nil), lr.nextProtos...), acmeALPN(base.NextProtos)...)
+	if tc.MinVersion < tls.VersionTLS12 {
+		tc.MinVersion = tls.VersionTLS12
+	}
+	if ext.ConfigureTLS != nil {
+		if err := ext.ConfigureTLS(l, tc); err != nil {
+			return nil, fmt.Errorf("%s: listeners[%d].peer_authentication: %w", cfg.File, i, err)
+		}
+	}
+	lr.tls = tc
+	return lr, nil
+}
+
+// acmeALPN keeps the TLS-ALPN-01 challenge protocol if the certificate
+// manager asked for it.
+func acmeALPN(protos []string) []string {
+	for _, p := range protos {
+		if p == "acme-tls/1" {
+			return []string{p}
+		}
+	}
+	return nil
+}
+
+
+func (rt *Runtime) release() {
+	if rt.ext != nil && rt.ext.Release != nil {
+		rt.ext.Release()
+	}
+}
+
+// Ready reports what this snapshot still waits for.
+func (rt *Runtime) Ready() error {
+	if rt.ext != nil && rt.ext.Ready != nil {
+		return rt.ext.Ready()
+	}
+	return nil
+}
+
+func portOf(addr net.Addr) int {
+	if addr == nil {
+		return 0
+	}
+	_, p, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
