@@ -24,15 +24,15 @@ type ReadyCheck func() error
 // /config and the endpoints other components add (/identity, ...).
 // It is meant for loopback or a management network only.
 type Admin struct {
-	log      *slog.Logger
-	gather   prometheus.Gatherer
-	mu       sync.Mutex
-	mux      *http.ServeMux
-	checks   map[string]ReadyCheck
-	config   func() *configs.Config
-	srv      *http.Server
-	ln       net.Listener
-	addr     string
+	log    *slog.Logger
+	gather prometheus.Gatherer
+	mu     sync.Mutex
+	mux    *http.ServeMux
+	checks map[string]ReadyCheck
+	config func() *configs.Config
+	srv    *http.Server
+	ln     net.Listener
+	addr   string
 }
 
 // NewAdmin builds the admin handler. config returns the effective config

@@ -165,7 +165,6 @@ func acmeALPN(protos []string) []string {
 	return nil
 }
 
-
 func (rt *Runtime) release() {
 	if rt.ext != nil && rt.ext.Release != nil {
 		rt.ext.Release()
