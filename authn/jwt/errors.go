@@ -11,20 +11,20 @@ type Reason int
 
 // Reasons, one per check.
 const (
-	ReasonMalformed     Reason = iota + 1 // not three base64url JSON segments
-	ReasonTooLarge                        // longer than max_token_bytes
-	ReasonMultiple                        // more than one token in the request
-	ReasonAlgNotAllowed                   // alg none, HMAC or not in the provider's list
-	ReasonUnknownIssuer                   // iss matches no provider for the route
-	ReasonUnknownKey                      // no key with that kid (after a refetch)
-	ReasonNoKeys                          // the provider's JWKS is not loaded
-	ReasonBadSignature                    // signature does not verify
-	ReasonBadIssuer                       // iss is not the provider's issuer
-	ReasonBadAudience                     // aud contains none of the audiences
-	ReasonExpired                         // exp is past (beyond clock_skew)
-	ReasonNotYetValid                     // nbf is in the future (beyond clock_skew)
-	ReasonIssuedInFuture                  // iat is in the future (beyond clock_skew)
-	ReasonBadClaims                       // a registered claim has the wrong type
+	ReasonMalformed      Reason = iota + 1 // not three base64url JSON segments
+	ReasonTooLarge                         // longer than max_token_bytes
+	ReasonMultiple                         // more than one token in the request
+	ReasonAlgNotAllowed                    // alg none, HMAC or not in the provider's list
+	ReasonUnknownIssuer                    // iss matches no provider for the route
+	ReasonUnknownKey                       // no key with that kid (after a refetch)
+	ReasonNoKeys                           // the provider's JWKS is not loaded
+	ReasonBadSignature                     // signature does not verify
+	ReasonBadIssuer                        // iss is not the provider's issuer
+	ReasonBadAudience                      // aud contains none of the audiences
+	ReasonExpired                          // exp is past (beyond clock_skew)
+	ReasonNotYetValid                      // nbf is in the future (beyond clock_skew)
+	ReasonIssuedInFuture                   // iat is in the future (beyond clock_skew)
+	ReasonBadClaims                        // a registered claim has the wrong type
 )
 
 var reasonNames = map[Reason]string{

@@ -34,7 +34,7 @@ const (
 )
 
 var (
-	keyOnce sync.Once
+	keyOnce  sync.Once
 	istioRSA *rsa.PrivateKey
 )
 

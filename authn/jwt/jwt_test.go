@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // gate is the edge the gateway will have: authenticate, map an *Error to

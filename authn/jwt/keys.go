@@ -139,5 +139,5 @@ type keySource interface {
 
 type staticKeys struct{ ks *keySet }
 
-func (s staticKeys) current() (*keySet, error)                 { return s.ks, nil }
+func (s staticKeys) current() (*keySet, error)               { return s.ks, nil }
 func (s staticKeys) refetch(context.Context) (*keySet, bool) { return s.ks, false }
