@@ -75,7 +75,7 @@ func TestFilesReload(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, _ = ca.leaf(t, dir, "site", "site.ztgate.test") // a fresh good pair...
-			tc.prepare()                                        // ...then break it
+			tc.prepare()                                          // ...then break it
 			err := m.Apply(cfg)
 			if err == nil {
 				t.Fatal("Apply accepted a broken file")
