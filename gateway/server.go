@@ -123,8 +123,35 @@ type openedSockets struct {
 	h3  map[string]*h3Server
 }
 
+// rekey re-files sockets under the addresses cfg names them by: a
+// socket opened for "127.0.0.1:0" is found again by its bound address.
+func (s *Server) rekey(cfg *configs.Config) {
+	for i := range cfg.Listeners {
+		addr := cfg.Listeners[i].Address
+		if _, ok := s.tcp[addr]; !ok {
+			for k, ts := range s.tcp {
+				if ts.sock.ln.Addr().String() == addr {
+					delete(s.tcp, k)
+					s.tcp[addr] = ts
+					break
+				}
+			}
+		}
+		if _, ok := s.h3[addr]; !ok {
+			for k, hs := range s.h3 {
+				if hs.pc.LocalAddr().String() == addr {
+					delete(s.h3, k)
+					s.h3[addr] = hs
+					break
+				}
+			}
+		}
+	}
+}
+
 func (s *Server) openSockets(cfg *configs.Config) (openedSockets, error) {
 	o := openedSockets{tcp: map[string]*tcpServer{}, h3: map[string]*h3Server{}}
+	s.rekey(cfg)
 	for i := range cfg.Listeners {
 		l := &cfg.Listeners[i]
 		if _, ok := s.tcp[l.Address]; !ok {
@@ -272,8 +299,10 @@ func (s *Server) Addr(name string) net.Addr {
 	if !ok {
 		return nil
 	}
-	if ts, ok := s.tcp[lr.cfg.Address]; ok {
-		return ts.sock.ln.Addr()
+	for _, ts := range s.tcp {
+		if n := ts.sock.name.Load(); n != nil && *n == lr.cfg.Name {
+			return ts.sock.ln.Addr()
+		}
 	}
 	return nil
 }
@@ -290,8 +319,10 @@ func (s *Server) UDPAddr(name string) net.Addr {
 	if !ok {
 		return nil
 	}
-	if hs, ok := s.h3[lr.cfg.Address]; ok {
-		return hs.pc.LocalAddr()
+	for _, hs := range s.h3 {
+		if n := hs.name.Load(); n != nil && *n == lr.cfg.Name {
+			return hs.pc.LocalAddr()
+		}
 	}
 	return nil
 }

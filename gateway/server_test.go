@@ -108,7 +108,8 @@ func newHarness(t *testing.T, ext Extensions) *harness {
 		defer cancel()
 		srv.Shutdown(ctx)
 		if t.Failed() {
-			t.Logf("gateway logs:\n%s", h.logs.String())
+			lines := strings.Split(h.logs.String(), "\n")
+			t.Logf("gateway logs (last 40 lines):\n%s", strings.Join(lines[max(0, len(lines)-40):], "\n"))
 		}
 	})
 	return h
