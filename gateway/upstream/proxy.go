@@ -1,0 +1,385 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// RequestInfo is what the gateway computed once for a request. Proxy
+// fills the output fields.
+type RequestInfo struct {
+	// ClientIP is the client's address, already resolved from a trusted
+	// X-Forwarded-For.
+	ClientIP netip.Addr
+	// TrustedPeer: the direct peer is a trusted proxy, so the inbound
+	// X-Forwarded-* headers are kept (ClientIP is appended to
+	// X-Forwarded-For). Otherwise they are replaced.
+	TrustedPeer bool
+	// Proto is the scheme the client used: "https" (or "http").
+	Proto string
+	// RequestID goes upstream as X-Request-Id.
+	RequestID string
+	// Route names the route, for logs.
+	Route string
+	// Timeout bounds the exchange up to the response headers, retries
+	// included (0: the upstream's response_timeout).
+	Timeout time.Duration
+	// RequestHeaders and ResponseHeaders are the route's header edits.
+	RequestHeaders  *HeaderOps
+	ResponseHeaders *HeaderOps
+	// Extra headers set on the upstream request after RequestHeaders
+	// (e.g. from an authz decision); they replace same-named headers.
+	Extra []Header
+
+	// Outputs.
+	Endpoint string // the endpoint of the last attempt
+	Attempts int    // attempts made (1 + retries)
+	Status   int    // the upstream's status, 0 if none
+}
+
+// idempotent methods may be retried (RFC 9110 9.2.2).
+func idempotent(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// trackedBody remembers whether the transport read from the request
+// body, and hides Close from it (the server owns the inbound body), so a
+// request whose body was never touched can be retried.
+type trackedBody struct {
+	r    io.ReadCloser
+	read atomic.Bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	return b.r.Read(p)
+}
+
+func (b *trackedBody) Close() error { return nil }
+
+// Proxy sends r to an endpoint of the pool and streams the response to w.
+// On failure it returns an *Error and, unless the error says
+// HeadersSent, has written nothing: answer with WriteError.
+func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) error {
+	if p.tlsErr != nil {
+		return &Error{Kind: KindTLSUnavailable, Upstream: p.name, Err: p.tlsErr}
+	}
+	p.begin()
+	defer p.end()
+	start := time.Now()
+
+	timeout := info.Timeout
+	if timeout <= 0 {
+		timeout = p.cfg.ResponseTimeout
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(timeout, func() {
+		timedOut.Store(true)
+		cancel()
+	})
+	defer timer.Stop()
+
+	out := p.outbound(ctx, r, info)
+	upgrade := out.Header.Get("Upgrade") != ""
+	var body *trackedBody
+	if out.Body != nil {
+		body = &trackedBody{r: r.Body}
+		out.Body = body
+	}
+	maxAttempts := 1
+	if idempotent(r.Method) && !upgrade {
+		maxAttempts += p.cfg.Retries.RetryAttempts()
+	}
+	var cur *http.Request // the attempt in flight
+	if p.maxAge {
+		out = out.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			GotConn: func(ci httptrace.GotConnInfo) {
+				// Runs before the request is written: an expired HTTP/1
+				// connection carries this last request and then closes.
+				if isExpired(ci.Conn) {
+					cur.Close = true
+				}
+			},
+		}))
+	}
+
+	var triedBuf [4]*endpoint
+	tried := triedBuf[:0]
+	var last *Error
+	var next *endpoint // chosen before a response was discarded for a retry
+	for attempt := 1; ; attempt++ {
+		e := next
+		if e == nil {
+			e = p.pick(tried)
+		}
+		next = nil
+		if e == nil {
+			if last != nil {
+				return last
+			}
+			return &Error{Kind: KindNoEndpoint, Upstream: p.name, Err: errors.New("no endpoint left to try")}
+		}
+		tried = append(tried, e)
+		info.Endpoint, info.Attempts = e.addr, attempt
+
+		req := *out
+		u := *out.URL
+		u.Host = e.addr
+		req.URL = &u
+		cur = &req
+		e.outstanding.Add(1)
+		res, err := p.transport.RoundTrip(&req)
+		if err != nil {
+			e.outstanding.Add(-1)
+			kind := classify(err, r.Context())
+			if timedOut.Load() {
+				kind = KindTimeout
+			}
+			e.counters.failure(kind)
+			last = &Error{Kind: kind, Upstream: p.name, Endpoint: e.addr, Err: err}
+			switch kind {
+			case KindClientGone:
+				return last
+			case KindTimeout:
+				p.failure(e, kind.String())
+				return last
+			}
+			p.failure(e, kind.String())
+			// A body the transport read from cannot be replayed; a
+			// connect failure happens before any byte is read.
+			replayable := body == nil || (kind == KindConnect || kind == KindTLS) && !body.read.Load()
+			retry := (kind == KindConnect || kind == KindTLS) && p.retryOn.connect ||
+				kind == KindReset && p.retryOn.reset && body == nil
+			if attempt < maxAttempts && retry && replayable && ctx.Err() == nil {
+				p.metrics.retries.WithLabelValues(p.name, kind.String()).Inc()
+				continue
+			}
+			return last
+		}
+		e.counters.status(res.StatusCode)
+		if res.StatusCode >= 500 {
+			p.failure(e, "status "+res.Status)
+		} else {
+			p.success(e)
+		}
+		if attempt < maxAttempts && body == nil && p.retryOn.onStatus(res.StatusCode) && ctx.Err() == nil {
+			// Retry only when another endpoint is left; otherwise this
+			// response is the best answer there is.
+			if next = p.pick(tried); next != nil {
+				drain(res.Body)
+				e.outstanding.Add(-1)
+				p.metrics.retries.WithLabelValues(p.name, res.Status[:3]).Inc()
+				continue
+			}
+		}
+		if !timer.Stop() {
+			// The timeout fired between the headers and here.
+			res.Body.Close()
+			e.outstanding.Add(-1)
+			return &Error{Kind: KindTimeout, Upstream: p.name, Endpoint: e.addr, Err: context.DeadlineExceeded}
+		}
+		info.Status = res.StatusCode
+		var perr error
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			perr = p.upgraded(w, res, e)
+		} else {
+			perr = p.respond(w, res, info, e)
+		}
+		e.outstanding.Add(-1)
+		p.duration.Observe(time.Since(start).Seconds())
+		return perr
+	}
+}
+
+// outbound builds the upstream request: end-to-end headers, forwarding
+// headers, the request id and the route's header edits.
+func (p *Pool) outbound(ctx context.Context, r *http.Request, info *RequestInfo) *http.Request {
+	out := r.WithContext(ctx)
+	u := *r.URL
+	u.Scheme = p.scheme
+	out.URL = &u
+	out.RequestURI = ""
+	out.Close = false
+	out.Host = r.Host
+	h := make(http.Header, len(r.Header)+4)
+	copyEndToEnd(h, r.Header)
+	out.Header = h
+	if hasToken(r.Header, "Te", "trailers") {
+		h["Te"] = []string{"trailers"}
+	}
+	if up := upgradeType(r.Header); up != "" && strings.EqualFold(up, "websocket") {
+		h["Connection"] = []string{"Upgrade"}
+		h["Upgrade"] = []string{up}
+	}
+
+	proto := info.Proto
+	if proto == "" {
+		proto = "https"
+		if r.TLS == nil {
+			proto = "http"
+		}
+	}
+	client := ""
+	if info.ClientIP.IsValid() {
+		client = info.ClientIP.String()
+	}
+	if info.TrustedPeer {
+		if prior := h[hdrXFF]; len(prior) > 0 && client != "" {
+			h[hdrXFF] = []string{strings.Join(prior, ", ") + ", " + client}
+		} else if client != "" {
+			h[hdrXFF] = []string{client}
+		}
+		if len(h[hdrXFProto]) == 0 {
+			h[hdrXFProto] = []string{proto}
+		}
+		if len(h[hdrXFHost]) == 0 {
+			h[hdrXFHost] = []string{r.Host}
+		}
+	} else {
+		delete(h, hdrForwarded)
+		if client != "" {
+			h[hdrXFF] = []string{client}
+		} else {
+			delete(h, hdrXFF)
+		}
+		h[hdrXFProto] = []string{proto}
+		h[hdrXFHost] = []string{r.Host}
+	}
+	if info.RequestID != "" {
+		h[hdrRequestID] = []string{info.RequestID}
+	}
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{""} // do not let net/http add Go's
+	}
+	info.RequestHeaders.Apply(h)
+	for _, x := range info.Extra {
+		h.Set(x.Name, x.Value)
+	}
+	if r.ContentLength == 0 {
+		out.Body = nil
+	}
+	out.Trailer = r.Trailer
+	return out
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// respond streams res to the client. Responses of unknown length and
+// event streams are flushed after every read, so streaming works.
+func (p *Pool) respond(w http.ResponseWriter, res *http.Response, info *RequestInfo, e *endpoint) error {
+	defer res.Body.Close()
+	h := w.Header()
+	copyEndToEnd(h, res.Header)
+	info.ResponseHeaders.Apply(h)
+	if len(res.Trailer) > 0 {
+		names := make([]string, 0, len(res.Trailer))
+		for k := range res.Trailer {
+			names = append(names, k)
+		}
+		h["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+	w.WriteHeader(res.StatusCode)
+
+	flush := res.ContentLength == -1 || strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream")
+	var rc *http.ResponseController
+	if flush {
+		rc = http.NewResponseController(w)
+		_ = rc.Flush()
+	}
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := res.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return &Error{Kind: KindClientGone, Upstream: p.name, Endpoint: e.addr, HeadersSent: true, Err: werr}
+			}
+			if flush {
+				if err := rc.Flush(); err != nil {
+					return &Error{Kind: KindClientGone, Upstream: p.name, Endpoint: e.addr, HeadersSent: true, Err: err}
+				}
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			kind := KindAborted
+			if res.Request != nil && res.Request.Context().Err() != nil && !errors.Is(rerr, io.ErrUnexpectedEOF) {
+				kind = KindClientGone
+			}
+			if kind == KindAborted {
+				p.failure(e, "body aborted")
+			}
+			return &Error{Kind: kind, Upstream: p.name, Endpoint: e.addr, HeadersSent: true, Err: rerr}
+		}
+	}
+	for k, vs := range res.Trailer {
+		h[http.TrailerPrefix+k] = vs
+	}
+	return nil
+}
+
+// upgraded splices a switched protocol (WebSocket) between the client
+// and the upstream, on HTTP/1.1 on both sides.
+func (p *Pool) upgraded(w http.ResponseWriter, res *http.Response, e *endpoint) error {
+	fail := func(err error) error {
+		return &Error{Kind: KindUpgrade, Upstream: p.name, Endpoint: e.addr, Err: err}
+	}
+	up, ok := res.Body.(io.ReadWriteCloser)
+	if !ok {
+		res.Body.Close()
+		return fail(errors.New("101 response without a writable body"))
+	}
+	defer up.Close()
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return fail(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Time{})
+	res.Body = nil
+	res.Header = res.Header.Clone()
+	if err := res.Write(brw); err != nil {
+		return &Error{Kind: KindClientGone, Upstream: p.name, Endpoint: e.addr, HeadersSent: true, Err: err}
+	}
+	if err := brw.Flush(); err != nil {
+		return &Error{Kind: KindClientGone, Upstream: p.name, Endpoint: e.addr, HeadersSent: true, Err: err}
+	}
+	errc := make(chan error, 2)
+	go func() {
+		// bytes the client sent after the handshake, then the rest
+		_, err := io.Copy(up, io.MultiReader(io.LimitReader(brw, int64(brw.Reader.Buffered())), conn))
+		errc <- err
+	}()
+	go func() {
+		_, err := io.Copy(conn, up)
+		errc <- err
+	}()
+	<-errc
+	// one side finished: close both so the other copy ends too
+	conn.Close()
+	up.Close()
+	<-errc
+	return nil
+}
+
+func drain(b io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(b, 64<<10))
+	b.Close()
+}
