@@ -1,0 +1,178 @@
+package egress
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Log field names of decision and close records. They match
+// docs/egress.md word for word.
+const (
+	FieldConnID    = "conn_id"
+	FieldListener  = "listener"
+	FieldMode      = "mode"
+	FieldSource    = "source"
+	FieldIdentity  = "identity"
+	FieldSNI       = "sni"
+	FieldHost      = "host"
+	FieldPort      = "port"
+	FieldResolved  = "resolved"
+	FieldDialled   = "dialled"
+	FieldDecision  = "decision"
+	FieldRule      = "rule"
+	FieldReason    = "reason"
+	FieldBytesUp   = "bytes_up"
+	FieldBytesDown = "bytes_down"
+	FieldDuration  = "duration"
+	FieldError     = "error"
+
+	MsgDecision = "egress decision"
+	MsgClose    = "egress close"
+)
+
+// record accumulates the facts of one connection for its decision and
+// close records.
+type record struct {
+	id       uint64
+	listener *listenerRT
+	start    time.Time
+	src      netip.AddrPort
+	identity string
+	sni      string // the server name from the ClientHello, as normalised
+	host     string // CONNECT host or HTTP Host (or the original destination in transparent mode)
+	port     uint16
+	resolved []netip.Addr
+	dialled  netip.AddrPort
+	dec      decision
+	decided  bool
+	err      error // detail for the log (a peek or dial error)
+	up, down int64
+}
+
+func (r *record) attrs() []slog.Attr {
+	a := []slog.Attr{
+		slog.Uint64(FieldConnID, r.id),
+		slog.String(FieldListener, r.listener.name),
+		slog.String(FieldMode, r.listener.mode.String()),
+		slog.String(FieldSource, r.src.String()),
+	}
+	if r.identity != "" {
+		a = append(a, slog.String(FieldIdentity, r.identity))
+	}
+	if r.sni != "" {
+		a = append(a, slog.String(FieldSNI, r.sni))
+	}
+	if r.host != "" {
+		a = append(a, slog.String(FieldHost, r.host))
+	}
+	if r.port != 0 {
+		a = append(a, slog.Int(FieldPort, int(r.port)))
+	}
+	if len(r.resolved) > 0 {
+		s := make([]string, len(r.resolved))
+		for i, x := range r.resolved {
+			s[i] = x.String()
+		}
+		a = append(a, slog.String(FieldResolved, strings.Join(s, ",")))
+	}
+	if r.dialled.IsValid() {
+		a = append(a, slog.String(FieldDialled, r.dialled.String()))
+	}
+	dec := "deny"
+	if r.dec.allow {
+		dec = "allow"
+	}
+	a = append(a, slog.String(FieldDecision, dec))
+	if n := r.dec.ruleName(); n != "" {
+		a = append(a, slog.String(FieldRule, n))
+	}
+	a = append(a, slog.String(FieldReason, string(r.dec.reason)))
+	if r.err != nil {
+		a = append(a, slog.String(FieldError, r.err.Error()))
+	}
+	return a
+}
+
+// metrics are registered once per Proxy and live for the process.
+type metrics struct {
+	decisions *prometheus.CounterVec
+	active    *prometheus.GaugeVec
+	bytes     *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	reloads   *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztgate_egress_decisions_total",
+			Help: "Egress connection decisions by listener, decision (allow, deny) and reason.",
+		}, []string{FieldListener, FieldDecision, FieldReason}),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ztgate_egress_connections_active",
+			Help: "Egress connections currently open, by listener.",
+		}, []string{FieldListener}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztgate_egress_bytes_total",
+			Help: "Bytes spliced through the egress proxy, by listener and direction (up: client to destination).",
+		}, []string{FieldListener, "direction"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ztgate_egress_connection_duration_seconds",
+			Help:    "Lifetime of allowed egress connections.",
+			Buckets: []float64{.01, .05, .1, .5, 1, 5, 15, 60, 300, 1800, 3600},
+		}, []string{FieldListener}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztgate_egress_config_reloads_total",
+			Help: "Egress config applications by result (success, failure).",
+		}, []string{"result"}),
+	}
+	for _, c := range []prometheus.Collector{m.decisions, m.active, m.bytes, m.duration, m.reloads} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// logDecision writes the decision record and counts it.
+func (p *Proxy) logDecision(r *record) {
+	r.decided = true
+	dec := "deny"
+	if r.dec.allow {
+		dec = "allow"
+	}
+	p.m.decisions.WithLabelValues(r.listener.name, dec, string(r.dec.reason)).Inc()
+	if !r.dec.allow {
+		name := r.sni
+		if name == "" {
+			name = r.host
+		}
+		p.denied.add(name, r.port, r.dec.reason)
+	}
+	if p.log.Enabled(context.Background(), slog.LevelInfo) {
+		p.log.LogAttrs(context.Background(), slog.LevelInfo, MsgDecision, r.attrs()...)
+	}
+}
+
+// logClose writes the close record.
+func (p *Proxy) logClose(r *record) {
+	d := p.now().Sub(r.start)
+	if r.dec.allow {
+		p.m.bytes.WithLabelValues(r.listener.name, "up").Add(float64(r.up))
+		p.m.bytes.WithLabelValues(r.listener.name, "down").Add(float64(r.down))
+		p.m.duration.WithLabelValues(r.listener.name).Observe(d.Seconds())
+	}
+	if p.log.Enabled(context.Background(), slog.LevelInfo) {
+		a := append(r.attrs(),
+			slog.Int64(FieldBytesUp, r.up),
+			slog.Int64(FieldBytesDown, r.down),
+			slog.Float64(FieldDuration, d.Seconds()),
+		)
+		p.log.LogAttrs(context.Background(), slog.LevelInfo, MsgClose, a...)
+	}
+}
