@@ -222,3 +222,25 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// PublicMessage is the fixed client-facing text for an error from Proxy
+// (never the cause); "upstream error" for anything else.
+func PublicMessage(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		if m, ok := publicMessage[e.Kind]; ok {
+			return m
+		}
+	}
+	return "upstream error"
+}
+
+// Reason is the log and metric reason for an error from Proxy, e.g.
+// "connect_failure"; "upstream_error" for anything else.
+func Reason(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind.String()
+	}
+	return "upstream_error"
+}

@@ -1,0 +1,72 @@
+package upstream
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// discardWriter is the cheapest http.ResponseWriter: the benchmark
+// measures the proxy and the upstream exchange, not a front server.
+type discardWriter struct {
+	h    http.Header
+	code int
+	n    int
+}
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) WriteHeader(code int)        { d.code = code }
+func (d *discardWriter) Write(b []byte) (int, error) { d.n += len(b); return len(b), nil }
+
+func oneKiBUpstream(b *testing.B) *httptest.Server {
+	body := strings.Repeat("x", 1024)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write([]byte(body))
+	}))
+	b.Cleanup(s.Close)
+	return s
+}
+
+// BenchmarkProxy1KiB proxies a 1 KiB response over a keep-alive pool
+// (loopback upstream in the same process).
+func BenchmarkProxy1KiB(b *testing.B) {
+	up := oneKiBUpstream(b)
+	p := newPool(b, parseUpstream(b, "bench", []string{addr(up)}, ""), Deps{})
+	r := httptest.NewRequest("GET", "https://bench.test/", nil)
+	r.Header.Set("User-Agent", "bench")
+	info := &RequestInfo{RequestID: "0123456789abcdef", Proto: "https", Route: "bench"}
+	w := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		clear(w.h)
+		if err := p.Proxy(w, r, info); err != nil || w.code != 200 {
+			b.Fatal(err, w.code)
+		}
+	}
+}
+
+// BenchmarkProxy1KiBParallel runs GOMAXPROCS×8 concurrent requests, so
+// the pool holds several connections.
+func BenchmarkProxy1KiBParallel(b *testing.B) {
+	up := oneKiBUpstream(b)
+	p := newPool(b, parseUpstream(b, "bench", []string{addr(up)}, ""), Deps{})
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		r := httptest.NewRequest("GET", "https://bench.test/", nil)
+		info := &RequestInfo{RequestID: "0123456789abcdef", Proto: "https", Route: "bench"}
+		w := &discardWriter{h: http.Header{}}
+		for pb.Next() {
+			clear(w.h)
+			if err := p.Proxy(w, r, info); err != nil || w.code != 200 {
+				b.Error(err, w.code)
+				return
+			}
+		}
+	})
+}
