@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ztgate/ztgate/configs"
+	"github.com/ztgate/ztgate/gateway/upstream"
 )
 
 // Access log field names, as documented in docs/logging.md.
@@ -57,6 +57,11 @@ type Request struct {
 	ClientIP    netip.Addr     // the client, from trusted X-Forwarded-For
 	PeerTrusted bool           // the direct peer is a trusted proxy
 	Proto       string         // "https" (the scheme the client used)
+
+	// The route's compiled header edits and timeout, for the forwarder.
+	RouteHeaders         *upstream.HeaderOps
+	RouteResponseHeaders *upstream.HeaderOps
+	Timeout              time.Duration
 
 	// Set by stages.
 	LogAttrs        []slog.Attr // extra access-log fields (principal, decision)
@@ -159,13 +164,14 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	rr.responseHeaders.apply(rec.Header())
+	req.RouteHeaders, req.RouteResponseHeaders, req.Timeout = rr.requestHeaders, rr.responseHeaders, rte.cfg.Timeout
 	for k, vs := range req.ResponseHeaders {
 		for _, v := range vs {
 			rec.Header().Add(k, v)
 		}
 	}
 	if d := rte.direct; d != nil {
+		rr.responseHeaders.Apply(rec.Header())
 		rec.Header().Set("Content-Type", d.ContentType)
 		rec.Header().Set("Content-Length", strconv.Itoa(len(d.Body)))
 		rec.WriteHeader(d.Status)
@@ -422,39 +428,3 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
-// headerOps is a compiled configs.HeaderOps.
-type headerOps struct {
-	set, add [][2]string
-	remove   []string
-}
-
-// compileHeaderOps splits the validated "Name: value" strings once.
-func compileHeaderOps(h configs.HeaderOps) headerOps {
-	var o headerOps
-	split := func(list []string) [][2]string {
-		var out [][2]string
-		for _, s := range list {
-			k, v, _ := strings.Cut(s, ":")
-			out = append(out, [2]string{http.CanonicalHeaderKey(strings.TrimSpace(k)), strings.TrimSpace(v)})
-		}
-		return out
-	}
-	o.set, o.add = split(h.Set), split(h.Add)
-	for _, k := range h.Remove {
-		o.remove = append(o.remove, http.CanonicalHeaderKey(k))
-	}
-	return o
-}
-
-func (o headerOps) apply(h http.Header) {
-	for _, k := range o.remove {
-		h.Del(k)
-	}
-	for _, kv := range o.set {
-		h.Set(kv[0], kv[1])
-	}
-	for _, kv := range o.add {
-		h.Add(kv[0], kv[1])
-	}
-}

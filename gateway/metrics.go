@@ -87,6 +87,10 @@ func (m *Metrics) ReloadResult(ok bool) {
 	m.reloads.WithLabelValues("failure").Inc()
 }
 
+// ConfigLoaded records the time the first config was applied (a start
+// is not counted as a reload).
+func (m *Metrics) ConfigLoaded() { m.reloadTime.SetToCurrentTime() }
+
 // SetConfigInfo records which config is in use.
 func (m *Metrics) SetConfigInfo(file, sha string) {
 	m.configInfo.Reset()

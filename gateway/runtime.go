@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/ztgate/ztgate/configs"
+	"github.com/ztgate/ztgate/gateway/upstream"
 )
 
 // Runtime is one compiled config. It is never written after Compile
@@ -36,7 +37,8 @@ type listenerRuntime struct {
 // routeRuntime is a route's compiled pipeline.
 type routeRuntime struct {
 	stages          map[string][]Stage // by listener name
-	responseHeaders headerOps
+	requestHeaders  *upstream.HeaderOps
+	responseHeaders *upstream.HeaderOps
 }
 
 // Extension holds the parts of a snapshot that other packages compile:
@@ -88,7 +90,13 @@ func Compile(cfg *configs.Config, deps Deps) (rt *Runtime, err error) {
 		rt.listeners[l.Name] = lr
 	}
 	for _, r := range rt.router.all {
-		rr := &routeRuntime{stages: map[string][]Stage{}, responseHeaders: compileHeaderOps(r.cfg.ResponseHeaders)}
+		rr := &routeRuntime{stages: map[string][]Stage{}}
+		if rr.requestHeaders, err = upstream.CompileHeaderOps(r.cfg.RequestHeaders); err != nil {
+			return nil, fmt.Errorf("%s: routes[%d].request_headers: %w", cfg.File, r.index, err)
+		}
+		if rr.responseHeaders, err = upstream.CompileHeaderOps(r.cfg.ResponseHeaders); err != nil {
+			return nil, fmt.Errorf("%s: routes[%d].response_headers: %w", cfg.File, r.index, err)
+		}
 		if rt.ext.Stages != nil {
 			// Stages depend on the listener only through policies
 			// attached to it; compile per listener the route serves.

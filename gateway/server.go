@@ -351,7 +351,7 @@ func (ts *tcpServer) tlsFor(lr *listenerRuntime) *tls.Config {
 func (s *Server) stableTLS(name func() string) *tls.Config {
 	c := &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 			rt := s.rt.Load()
 			if rt == nil {
 				return nil, errors.New("gateway: not serving")
@@ -359,6 +359,15 @@ func (s *Server) stableTLS(name func() string) *tls.Config {
 			lr, ok := rt.listeners[name()]
 			if !ok || lr.tls == nil {
 				return nil, errors.New("gateway: listener is closing")
+			}
+			// crypto/tls calls GetConfigForClient on the first config
+			// only: chain into the listener's own hook (the certificate
+			// manager answers ACME TLS-ALPN-01 and enforces min_version).
+			if next := lr.tls.GetConfigForClient; next != nil {
+				c, err := next(hello)
+				if err != nil || c != nil {
+					return c, err
+				}
 			}
 			return lr.tls, nil
 		},
