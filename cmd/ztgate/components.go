@@ -132,6 +132,6 @@ func compileOnly(cfg *configs.Config) error {
 // certificate sources were checked by certs.Check.
 type dryCerts struct{}
 
-func (dryCerts) TLSConfig(string) (*tls.Config, error)                { return &tls.Config{}, nil }
+func (dryCerts) TLSConfig(string) (*tls.Config, error)               { return &tls.Config{}, nil }
 func (dryCerts) HTTPChallengeHandler(next http.Handler) http.Handler { return next }
 func (dryCerts) Ready() error                                        { return nil }
