@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ztgate/ztgate/e2e/testenv"
 )
@@ -199,10 +200,16 @@ func TestACMEWithPebble(t *testing.T) {
 	// What pebble's validation reached: our handlers, not certmagic's
 	// own challenge servers.
 	var sawHTTP01, sawALPN atomic.Int32
+	// refuseHTTP01 makes the HTTP listener answer 404 to challenges.
+	var refuseHTTP01 atomic.Bool
 	ready := make(chan struct{})
 	httpSrv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
 			sawHTTP01.Add(1)
+			if refuseHTTP01.Load() {
+				http.NotFound(w, r)
+				return
+			}
 		}
 		current.Load().HTTPChallengeHandler(http.RedirectHandler("https://example/", http.StatusPermanentRedirect)).ServeHTTP(w, r)
 	})}
@@ -228,6 +235,41 @@ func TestACMEWithPebble(t *testing.T) {
 	go func() { <-ready; _ = tlsSrv.Serve(tls.NewListener(tlsLn, tlsCfg)) }()
 	t.Cleanup(func() { _ = tlsSrv.Close() })
 	close(ready)
+
+	t.Run("failure is counted and explained", func(t *testing.T) {
+		refuseHTTP01.Store(true)
+		defer refuseHTTP01.Store(false)
+		const name = "fails.example.com"
+		yaml := fmt.Sprintf(`
+storage: %s
+listeners:
+  - name: public
+    address: "127.0.0.1:8443"
+    tls:
+      names: [%s]
+      acme: { directory: %s, ca_root: %s, challenges: [http-01], http_port: %d, tls_alpn_port: %d }
+`, t.TempDir(), name, p.dir, p.caRoot, httpPort, tlsPort)
+		reg := prometheus.NewRegistry()
+		m := newManager(t, parseConfig(t, yaml), Deps{Metrics: reg})
+		current.Store(m)
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		defer cancel()
+		failures := func() float64 {
+			v, _ := metricValue(t, reg, "ztgate_tls_certificate_obtain_failures_total", map[string]string{"source": "acme"})
+			return v
+		}
+		for failures() == 0 {
+			select {
+			case <-m.Changed():
+			case <-ctx.Done():
+				t.Fatal("no obtain failure was counted")
+			}
+		}
+		err := m.Ready()
+		if err == nil || !strings.Contains(err.Error(), `listener "public": "fails.example.com" (acme): `) || !strings.Contains(err.Error(), "404") {
+			t.Fatalf("Ready() = %v, want the name and pebble's reason (404)", err)
+		}
+	})
 
 	for _, tc := range []struct{ challenge, name string }{
 		{"http-01", "http01.example.com"},

@@ -9,6 +9,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -55,7 +57,7 @@ func serveTLS(t *testing.T, m *Manager, listener string) string {
 	srv := &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) }),
 		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          nil,
+		ErrorLog:          log.New(io.Discard, "", 0),
 	}
 	go func() { _ = srv.Serve(tls.NewListener(ln, tc)) }()
 	t.Cleanup(func() { _ = srv.Close() })
@@ -100,6 +102,9 @@ type testCA struct {
 	key  *ecdsa.PrivateKey
 	pem  []byte
 	pool *x509.CertPool
+	// ocspURL, when set, goes into issued leaves, and the certificate
+	// file then carries the CA after the leaf (as a chain would).
+	ocspURL string
 }
 
 func newTestCA(t *testing.T) *testCA {
@@ -130,6 +135,9 @@ func (ca *testCA) leaf(t *testing.T, dir, base string, names ...string) (certPat
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
+	if ca.ocspURL != "" {
+		tmpl.OCSPServer = []string{ca.ocspURL}
+	}
 	for _, n := range names {
 		if ip := net.ParseIP(n); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
@@ -144,7 +152,11 @@ func (ca *testCA) leaf(t *testing.T, dir, base string, names ...string) (certPat
 	cert, _ = x509.ParseCertificate(der)
 	kd, _ := x509.MarshalPKCS8PrivateKey(key)
 	certPath, keyPath = filepath.Join(dir, base+".crt"), filepath.Join(dir, base+".key")
-	writeFile(t, certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	chain := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if ca.ocspURL != "" {
+		chain = append(chain, ca.pem...)
+	}
+	writeFile(t, certPath, chain)
 	writeFile(t, keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}))
 	return certPath, keyPath, cert
 }
