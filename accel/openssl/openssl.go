@@ -87,6 +87,11 @@ static int zt_open(const char *path, char *err, size_t errlen) {
 		return 0;
 	}
 	if (zt_handle != NULL) {
+		if (dlsym(h, "OpenSSL_version_num") == NULL) {
+			snprintf(err, errlen, "%s has no symbol OpenSSL_version_num (is it OpenSSL 3?)", path);
+			dlclose(h);
+			return 0;
+		}
 		if (h != zt_handle) {
 			snprintf(err, errlen, "another libcrypto is already loaded in this process");
 			dlclose(h);
@@ -188,6 +193,7 @@ static int zt_sign(void *k, const char *propq, int pad, const char *md, int salt
 import "C"
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
@@ -195,6 +201,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"unsafe"
 )
@@ -247,7 +255,9 @@ func Open(o Options) (*Provider, error) {
 		// Loading a provider by name stops OpenSSL from loading the
 		// default one implicitly; keep it for what the named provider
 		// does not implement (decoders, digests).
-		for _, name := range []string{o.Provider, "default"} {
+		// Load default first: a failed load of the named one must not
+		// leave the process with no provider at all.
+		for _, name := range []string{"default", o.Provider} {
 			cn := C.CString(name)
 			ok := C.zt_load_provider(cn, (*C.char)(unsafe.Pointer(&errb[0])), errLen) == 1
 			C.free(unsafe.Pointer(cn))
@@ -263,13 +273,19 @@ func Open(o Options) (*Provider, error) {
 	return p, nil
 }
 
+// cstr returns the NUL-terminated error text in b, each distinct
+// OpenSSL error once.
 func cstr(b []byte) string {
-	for i, c := range b {
-		if c == 0 {
-			return string(b[:i])
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	var out []string
+	for _, part := range strings.Split(string(b), "; ") {
+		if !slices.Contains(out, part) {
+			out = append(out, part)
 		}
 	}
-	return string(b)
+	return strings.Join(out, "; ")
 }
 
 func orUnknown(s string) string {
