@@ -122,6 +122,13 @@ func TestFilesRewrittenUnderLoad(t *testing.T) {
 		if len(f.logs.lines("half-written")) == 0 {
 			t.Fatalf("%s: no log line", st.name)
 		}
+		// A new connection now still presents the old, valid SVID.
+		c2, tr2 := client(upstreamTLS(t, f.src, configs.UpstreamTLS{SPIFFEID: detailsID}))
+		got, err := get(c2, up.URL)
+		tr2.CloseIdleConnections()
+		if err != nil || got != first {
+			t.Fatalf("%s: new connection presented %q (%v); want the old %s", st.name, got, err, first)
+		}
 	}
 	second := files.write(t, ca, time.Hour)
 	waitUntil(t, f.src, "the good files", func() bool { return currentSerial(f.src) == second })
