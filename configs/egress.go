@@ -239,7 +239,7 @@ func (e *Egress) validate(v *validator, c *Config) {
 		if l.Address == "" {
 			lv.addf("address", "is required (e.g. \"127.0.0.1:3128\")")
 		} else if lv.hostPort("address", l.Address) {
-			if j, dup := addrs[l.Address]; dup {
+			if j, dup := addrs[l.Address]; dup && !strings.HasSuffix(l.Address, ":0") {
 				lv.addf("address", "%q is already used by egress.listeners[%d]", l.Address, j)
 			}
 			addrs[l.Address] = i

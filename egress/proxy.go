@@ -30,7 +30,7 @@ type Proxy struct {
 	mu        sync.Mutex // guards the fields below
 	started   bool
 	closing   bool
-	listeners map[string]*listener // by configured address
+	listeners map[string]*listener // by listenerKey
 	conns     map[*conn]struct{}
 	total     int
 	perSource map[netip.Addr]int
@@ -39,7 +39,7 @@ type Proxy struct {
 
 // listener is one open socket. It survives reloads that keep its address.
 type listener struct {
-	address string // as configured (may end in :0)
+	key string // listenerKey
 	ln      net.Listener
 }
 
@@ -120,21 +120,21 @@ func (p *Proxy) Start() error {
 // closes the ones it opened.
 func (p *Proxy) openLocked(rt *runtime) error {
 	var opened []*listener
-	for addr, lr := range rt.listeners {
-		if _, ok := p.listeners[addr]; ok {
+	for key, lr := range rt.listeners {
+		if _, ok := p.listeners[key]; ok {
 			continue
 		}
-		ln, err := net.Listen("tcp", addr)
+		ln, err := net.Listen("tcp", lr.address)
 		if err != nil {
 			for _, l := range opened {
 				l.ln.Close()
 			}
 			return fmt.Errorf("egress: listener %q: %w", lr.name, err)
 		}
-		opened = append(opened, &listener{address: addr, ln: ln})
+		opened = append(opened, &listener{key: key, ln: ln})
 	}
 	for _, l := range opened {
-		p.listeners[l.address] = l
+		p.listeners[l.key] = l
 		p.wg.Add(1)
 		go p.serve(l)
 	}
@@ -235,7 +235,7 @@ func (p *Proxy) serve(l *listener) {
 		}
 		delay = 0
 		p.wg.Add(1)
-		go p.handle(l.address, c)
+		go p.handle(l.key, c)
 	}
 }
 
@@ -268,10 +268,10 @@ func (p *Proxy) release(c *conn, src netip.Addr) {
 }
 
 // handle runs one client connection on the runtime current at accept.
-func (p *Proxy) handle(addr string, nc net.Conn) {
+func (p *Proxy) handle(key string, nc net.Conn) {
 	defer p.wg.Done()
 	rt := p.rt.Load()
-	lr := rt.listeners[addr]
+	lr := rt.listeners[key]
 	if lr == nil { // the listener is being removed by a reload
 		nc.Close()
 		return

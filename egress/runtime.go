@@ -64,7 +64,7 @@ func (a Action) String() string {
 // runtime is the compiled, immutable egress config. One is published in
 // Proxy.rt; every connection loads it once and keeps it to the end.
 type runtime struct {
-	listeners map[string]*listenerRT // by configured address
+	listeners map[string]*listenerRT // by listenerKey
 	deny      []*rule                // DENY rules, in config order
 	allow     []*rule                // ALLOW rules, in config order
 	resolvers map[string]bool        // public DoH/DoT names still denied
@@ -82,6 +82,15 @@ type listenerRT struct {
 	address string
 	mode    Mode
 	tls     *tls.Config // non-nil for mTLS listeners
+}
+
+// listenerKey identifies a socket across reloads: its address, or for
+// port 0 (a fresh port each time it is opened) its name and address.
+func listenerKey(name, address string) string {
+	if strings.HasSuffix(address, ":0") {
+		return name + "|" + address
+	}
+	return address
 }
 
 // rule is a compiled egress rule.
@@ -137,7 +146,7 @@ func compile(cfg *configs.Config, deps *Deps) (*runtime, error) {
 			}
 			lr.tls = tc
 		}
-		rt.listeners[l.Address] = lr
+		rt.listeners[listenerKey(l.Name, l.Address)] = lr
 	}
 	groups := map[string][]netip.Prefix{}
 	for _, g := range e.Groups {
