@@ -40,7 +40,7 @@ type Proxy struct {
 // listener is one open socket. It survives reloads that keep its address.
 type listener struct {
 	key string // listenerKey
-	ln      net.Listener
+	ln  net.Listener
 }
 
 // conn is one tracked client connection.
