@@ -696,3 +696,50 @@ func selfSigned(t testing.TB) tls.Certificate {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
+
+func TestTrailers(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		io.WriteString(w, "body")
+		w.Header().Set("X-Checksum", "abc")
+	}))
+	defer up.Close()
+	f := front(t, newPool(t, parseUpstream(t, "tr", []string{addr(up)}, ""), Deps{}), nil, nil)
+	res, err := f.Client().Get(f.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if b, _ := io.ReadAll(res.Body); string(b) != "body" {
+		t.Fatalf("%q", b)
+	}
+	if got := res.Trailer.Get("X-Checksum"); got != "abc" {
+		t.Fatalf("trailer %q (trailers %v)", got, res.Trailer)
+	}
+}
+
+func TestAbortedBodyIsNotComplete(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		io.WriteString(w, "only part")
+		w.(http.Flusher).Flush()
+		conn, _, _ := http.NewResponseController(w).Hijack()
+		conn.Close()
+	}))
+	defer up.Close()
+	errs := make(chan error, 1)
+	f := front(t, newPool(t, parseUpstream(t, "ab", []string{addr(up)}, ""), Deps{}), nil, errs)
+	// The client gets an error: at once if the status line was still
+	// buffered, or while reading the body.
+	if res, err := f.Client().Get(f.URL); err == nil {
+		_, err = io.ReadAll(res.Body)
+		res.Body.Close()
+		if err == nil {
+			t.Fatal("client read a truncated body without an error")
+		}
+	}
+	var e *Error
+	if err := <-errs; !errors.As(err, &e) || e.Kind != KindAborted || !e.HeadersSent {
+		t.Fatalf("%v", err)
+	}
+}
