@@ -425,9 +425,9 @@ func (s *Server) answer(ctx context.Context, client netip.Addr, tcp bool, req *d
 			return s.block(rt, req, opt, client, q, groupName, reason, rt.blockRcode)
 		}
 	}
-	if rt.profile.Refused(name, q.Qtype) {
-		return s.block(rt, req, opt, client, q, groupName, ReasonQType, dns.RcodeRefused)
-	}
+	// The detector sees refused query types too: a client sending NULL
+	// queries full of encoded data is the clearest tunnel signal, and its
+	// quarantine then also covers the fallback types it tries next.
 	detect := rt.profile.Mode != tunnel.ModeOff && !rt.profile.Exempt(name)
 	var domain string
 	if detect {
@@ -450,6 +450,9 @@ func (s *Server) answer(ctx context.Context, client netip.Addr, tcp bool, req *d
 			s.m.wouldBlock.Inc()
 			s.debug("dns query would be blocked (report mode)", client, q, DecisionAllow, ReasonTunnel)
 		}
+	}
+	if rt.profile.Refused(name, q.Qtype) {
+		return s.block(rt, req, opt, client, q, groupName, ReasonQType, dns.RcodeRefused)
 	}
 	maxSize := 512
 	switch {
