@@ -171,15 +171,14 @@ func currentSerial(s *Source) string {
 // echoes the client's SPIFFE ID and certificate serial.
 func newUpstream(t testing.TB, ca *workloadapitest.CA, serverID string, clientCA *workloadapitest.CA) *httptest.Server {
 	t.Helper()
+	return newUpstreamWith(t, ca, serverID, clientCA, echoPeer)
+}
+
+func newUpstreamWith(t testing.TB, ca *workloadapitest.CA, serverID string, clientCA *workloadapitest.CA, h http.Handler) *httptest.Server {
+	t.Helper()
 	serverSVID := issue(t, ca, serverID, time.Hour)
 	allowed := spiffeid.RequireFromString(gatewayID)
-	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		leaf := r.TLS.PeerCertificates[0]
-		id, _ := x509svid.IDFromCert(leaf)
-		w.Header().Set("X-Peer-Id", id.String())
-		w.Header().Set("X-Peer-Serial", fmt.Sprintf("%x", leaf.SerialNumber))
-		w.WriteHeader(http.StatusOK)
-	}))
+	ts := httptest.NewUnstartedServer(h)
 	ts.TLS = tlsconfig.MTLSServerConfig(serverSVID, clientCA.Bundle(), tlsconfig.AuthorizeID(allowed))
 	// httptest adds its own certificate when Certificates is empty, and
 	// crypto/tls prefers it to GetCertificate for clients without SNI.
@@ -194,6 +193,17 @@ func newUpstream(t testing.TB, ca *workloadapitest.CA, serverID string, clientCA
 	t.Cleanup(ts.Close)
 	return ts
 }
+
+// echoPeer answers with the client certificate's SPIFFE ID and serial.
+var echoPeer = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if len(r.TLS.PeerCertificates) > 0 {
+		leaf := r.TLS.PeerCertificates[0]
+		id, _ := x509svid.IDFromCert(leaf)
+		w.Header().Set("X-Peer-Id", id.String())
+		w.Header().Set("X-Peer-Serial", fmt.Sprintf("%x", leaf.SerialNumber))
+	}
+	w.WriteHeader(http.StatusOK)
+})
 
 // client is an http.Client dialing SPIFFE upstreams with cfg, pooling
 // connections as the gateway's upstream pool does.
