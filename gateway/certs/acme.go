@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
@@ -18,9 +19,10 @@ type acmeSource struct {
 	key    string
 	cfg    *certmagic.Config
 	issuer *certmagic.ACMEIssuer
-	// names is what is managed now; want is what the plan being applied
-	// needs (Apply makes names = want).
-	names map[string]bool
+	// names is what is managed now, each with the cancel of its obtain
+	// work (retries included); want is what the plan being applied needs (Apply
+	// makes the keys of names equal want).
+	names map[string]context.CancelFunc
 	want  map[string]bool
 }
 
@@ -70,7 +72,7 @@ func (m *Manager) newACMESource(key string, t *configs.ListenerTLS) (*acmeSource
 		Logger:                  cfg.Logger,
 	})
 	cfg.Issuers = []certmagic.Issuer{iss}
-	return &acmeSource{key: key, cfg: cfg, issuer: iss, names: map[string]bool{}}, nil
+	return &acmeSource{key: key, cfg: cfg, issuer: iss, names: map[string]context.CancelFunc{}}, nil
 }
 
 // HTTPChallengeHandler answers ACME HTTP-01 challenges

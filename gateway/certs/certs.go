@@ -316,21 +316,33 @@ func (m *Manager) Apply(cfg *configs.Config) error {
 	old := m.snap.Swap(s)
 
 	for _, a := range plan.acme {
-		var add []string
 		for n := range a.want {
-			if !a.names[n] {
-				add = append(add, n)
+			if a.names[n] != nil {
+				continue
 			}
-		}
-		slices.Sort(add)
-		if len(add) > 0 {
 			// Async: a slow or unreachable CA must not hold up a reload;
 			// certmagic retries with backoff, Ready reports progress.
-			if err := a.cfg.ManageAsync(m.ctx, add); err != nil {
-				m.log.Error("acme: manage", slog.Any(LogName, add), slog.String(LogError, err.Error()))
+			// Each name has its own context, so that removing the name
+			// (or its acme block) ends its retries.
+			ctx, cancel := context.WithCancel(m.ctx)
+			a.names[n] = cancel
+			if err := a.cfg.ManageAsync(ctx, []string{n}); err != nil {
+				m.log.Error("acme: manage", slog.String(LogName, n), slog.String(LogError, err.Error()))
 			}
 		}
-		a.names = a.want
+		for n, cancel := range a.names {
+			if !a.want[n] {
+				cancel()
+				delete(a.names, n)
+			}
+		}
+	}
+	for k, a := range m.acme {
+		if plan.acmeByKey[k] == nil {
+			for _, cancel := range a.names {
+				cancel()
+			}
+		}
 	}
 	m.acme = plan.acmeByKey
 
