@@ -2,6 +2,7 @@ package pkcs11
 
 import (
 	"crypto"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -37,7 +38,12 @@ func (p *Pool) Open(module, token, serial string, slot *int, pin string) (*crypt
 	if token == "" && serial == "" && slot == nil {
 		return nil, errors.New("pkcs11: no token selected (set accel.pkcs11.token_label or token= in the URI)")
 	}
-	key := module + "\x00" + token + "\x00" + serial + "\x00" + slotString(slot)
+	// The PIN is part of the key (hashed) so that a URI with another PIN
+	// logs in on its own instead of borrowing an open session. (PKCS#11
+	// login state is per token and process, so while one context is
+	// logged in, a token may still accept a second context's wrong PIN.)
+	ph := sha256.Sum256([]byte(pin))
+	key := module + "\x00" + token + "\x00" + serial + "\x00" + slotString(slot) + "\x00" + string(ph[:])
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.ctxs[key]; ok {
@@ -89,11 +95,8 @@ func (p *Pool) Signer(u *URI, d Defaults) (crypto.Signer, error) {
 		label = []byte(u.Object)
 	}
 	s, err := c.FindKeyPair(id, label)
-	if err != nil {
-		return nil, fmt.Errorf("pkcs11: find key %s: %w", u, err)
-	}
-	if s == nil {
-		return nil, fmt.Errorf("pkcs11: no key pair matches %s (check object=/id=; the public key object must be in the token too)", u)
+	if err != nil || s == nil {
+		return nil, fmt.Errorf("pkcs11: no key pair matches %s (check object=/id=; the public key object must be in the token too): %v", u, err)
 	}
 	return s, nil
 }
