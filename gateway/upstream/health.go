@@ -87,7 +87,10 @@ func (h *healthChecker) probe(ctx context.Context, e *endpoint) bool {
 		req.Host = h.cfg.Host
 	}
 	req.Header.Set("User-Agent", "ztgate-health-check")
-	res, err := h.p.transport.RoundTrip(req)
+	g := h.p.gen.Load()
+	g.acquire()
+	defer g.release()
+	res, err := g.t.RoundTrip(req)
 	if err != nil {
 		if !h.p.stopped() {
 			h.p.log.Debug("health check failed", LogEndpoint, e.addr, LogError, err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,9 +28,9 @@ type Deps struct {
 
 // testHooks let tests wait on events instead of time.
 type testHooks struct {
-	onCheck   func()                          // after each health round
-	onEject   func(addr string, ejected bool) // ejection and return
-	onExpired func()                          // a connection outlived max_connection_age
+	onCheck  func()                          // after each health round
+	onEject  func(addr string, ejected bool) // ejection and return
+	onRotate func()                          // a new transport generation (max_connection_age)
 }
 
 // LB is a load-balancing policy; String matches the config spelling.
@@ -51,18 +50,19 @@ func (l LB) String() string {
 
 // Pool is one upstream: endpoints, connection pool, balancing, health.
 type Pool struct {
-	name      string
-	cfg       configs.Upstream
-	lb        LB
-	scheme    string
-	transport *http.Transport
-	tlsErr    error // non-nil: every request fails with KindTLSUnavailable
-	eps       []*endpoint
-	log       *slog.Logger
-	metrics   *Metrics
-	duration  prometheusObserver
-	retryOn   retryOn
-	maxAge    bool
+	name     string
+	cfg      configs.Upstream
+	lb       LB
+	scheme   string
+	tlsConf  *tls.Config
+	gen      atomic.Pointer[generation]
+	rotate   *time.Timer // max_connection_age; guarded by mu
+	tlsErr   error       // non-nil: every request fails with KindTLSUnavailable
+	eps      []*endpoint
+	log      *slog.Logger
+	metrics  *Metrics
+	duration prometheusObserver
+	retryOn  retryOn
 
 	rr        atomic.Uint64
 	panicLog  atomic.Int64 // unix nanos of the last "all unhealthy" log
@@ -159,27 +159,14 @@ func New(cfg configs.Upstream, deps Deps) (*Pool, error) {
 	if cfg.TLS != nil {
 		p.scheme = "https"
 	}
-	var ages *connAges
-	if cfg.MaxConnectionAge > 0 {
-		p.maxAge = true
-		var pending atomic.Bool
-		ages = &connAges{maxAge: cfg.MaxConnectionAge, expired: func() {
-			if p.hooks.onExpired != nil {
-				p.hooks.onExpired()
-			}
-			// Debounce: a burst of expiries closes idle connections once.
-			if pending.CompareAndSwap(false, true) {
-				time.AfterFunc(time.Second, func() {
-					pending.Store(false)
-					if t := p.transport; t != nil {
-						t.CloseIdleConnections()
-					}
-				})
-			}
-		}}
-	}
 	if p.tlsErr == nil {
-		p.transport = newTransport(&cfg, tlsConf, ages)
+		p.tlsConf = tlsConf
+		p.gen.Store(&generation{t: newTransport(&cfg, tlsConf)})
+		if cfg.MaxConnectionAge > 0 {
+			p.mu.Lock() // the timer may fire before New returns
+			p.rotate = time.AfterFunc(cfg.MaxConnectionAge, p.rotateTransport)
+			p.mu.Unlock()
+		}
 	}
 	for _, addr := range cfg.Endpoints {
 		e := &endpoint{addr: addr}
@@ -402,14 +389,17 @@ func (p *Pool) retire() {
 // connections. It is idempotent. Requests in flight finish.
 func (p *Pool) Close() {
 	if !p.closed.CompareAndSwap(false, true) {
-		if p.transport != nil {
-			p.transport.CloseIdleConnections()
+		if g := p.gen.Load(); g != nil {
+			g.t.CloseIdleConnections()
 		}
 		return
 	}
 	close(p.stop)
 	<-p.done
 	p.mu.Lock()
+	if p.rotate != nil {
+		p.rotate.Stop()
+	}
 	for _, e := range p.eps {
 		if e.ejectTimer != nil {
 			e.ejectTimer.Stop()
@@ -417,7 +407,24 @@ func (p *Pool) Close() {
 		}
 	}
 	p.mu.Unlock()
-	if p.transport != nil {
-		p.transport.CloseIdleConnections()
+	if g := p.gen.Load(); g != nil {
+		g.retire()
+	}
+}
+
+// rotateTransport starts a new connection generation (max_connection_age)
+// and retires the old one.
+func (p *Pool) rotateTransport() {
+	p.mu.Lock()
+	if p.closed.Load() {
+		p.mu.Unlock()
+		return
+	}
+	old := p.gen.Swap(&generation{t: newTransport(&p.cfg, p.tlsConf)})
+	p.rotate.Reset(p.cfg.MaxConnectionAge)
+	p.mu.Unlock()
+	old.retire()
+	if p.hooks.onRotate != nil {
+		p.hooks.onRotate()
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptrace"
 	"net/netip"
 	"strings"
 	"sync"
@@ -76,8 +75,14 @@ func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) 
 	if p.tlsErr != nil {
 		return &Error{Kind: KindTLSUnavailable, Upstream: p.name, Err: p.tlsErr}
 	}
+	if info == nil {
+		info = &RequestInfo{}
+	}
 	p.begin()
 	defer p.end()
+	g := p.gen.Load()
+	g.acquire()
+	defer g.release()
 	start := time.Now()
 
 	timeout := info.Timeout
@@ -104,19 +109,6 @@ func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) 
 	if idempotent(r.Method) && !upgrade {
 		maxAttempts += p.cfg.Retries.RetryAttempts()
 	}
-	var cur *http.Request // the attempt in flight
-	if p.maxAge {
-		out = out.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-			GotConn: func(ci httptrace.GotConnInfo) {
-				// Runs before the request is written: an expired HTTP/1
-				// connection carries this last request and then closes.
-				if isExpired(ci.Conn) {
-					cur.Close = true
-				}
-			},
-		}))
-	}
-
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
 	var last *Error
@@ -140,9 +132,8 @@ func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) 
 		u := *out.URL
 		u.Host = e.addr
 		req.URL = &u
-		cur = &req
 		e.outstanding.Add(1)
-		res, err := p.transport.RoundTrip(&req)
+		res, err := g.t.RoundTrip(&req)
 		if err != nil {
 			e.outstanding.Add(-1)
 			kind := classify(err, r.Context())

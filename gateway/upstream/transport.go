@@ -72,7 +72,7 @@ func clientTLS(u *configs.Upstream, deps Deps) (*tls.Config, error) {
 // newTransport builds the keep-alive pool of one upstream. Every endpoint
 // of the upstream is a "host" of the transport, so max_idle_conns applies
 // per endpoint.
-func newTransport(u *configs.Upstream, tlsConf *tls.Config, ages *connAges) *http.Transport {
+func newTransport(u *configs.Upstream, tlsConf *tls.Config) *http.Transport {
 	dialer := &net.Dialer{Timeout: u.ConnectTimeout, KeepAlive: 30 * time.Second}
 	t := &http.Transport{
 		Proxy:                  nil, // never the environment's HTTP proxy
@@ -89,7 +89,7 @@ func newTransport(u *configs.Upstream, tlsConf *tls.Config, ages *connAges) *htt
 		if err != nil {
 			return nil, &connectError{err: err}
 		}
-		return ages.wrap(c), nil
+		return c, nil
 	}
 	var protos http.Protocols
 	switch {
@@ -121,7 +121,7 @@ func newTransport(u *configs.Upstream, tlsConf *tls.Config, ages *connAges) *htt
 				host, _, _ := net.SplitHostPort(addr)
 				conf.ServerName = host
 			}
-			tc := tls.Client(ages.wrap(raw), conf)
+			tc := tls.Client(raw, conf)
 			if err := tc.HandshakeContext(ctx); err != nil {
 				raw.Close()
 				return nil, &connectError{tls: true, err: err}
@@ -133,44 +133,31 @@ func newTransport(u *configs.Upstream, tlsConf *tls.Config, ages *connAges) *htt
 	return t
 }
 
-// connAges implements max_connection_age: every pooled connection is
-// stamped when dialed; once older than the age it is marked expired, an
-// HTTP/1 request that gets it asks for "Connection: close" so it is not
-// reused, and idle connections of the pool are closed.
-type connAges struct {
-	maxAge  time.Duration
-	expired func() // called (from a timer) when a connection expires
+// generation is one http.Transport of a pool. max_connection_age
+// replaces the pool's generation periodically: new requests use the new
+// one, and the old one closes its connections once its requests finish.
+// This works alike for HTTP/1.1 and HTTP/2 connections, which net/http
+// gives no per-connection control over.
+type generation struct {
+	t        *http.Transport
+	inflight atomic.Int64
+	retired  atomic.Bool
 }
 
-type ageConn struct {
-	net.Conn
-	expired atomic.Bool
-	timer   *time.Timer
-}
+func (g *generation) acquire() { g.inflight.Add(1) }
 
-func (a *connAges) wrap(c net.Conn) net.Conn {
-	if a == nil || a.maxAge <= 0 {
-		return c
+func (g *generation) release() {
+	if g.inflight.Add(-1) == 0 && g.retired.Load() {
+		g.t.CloseIdleConnections()
 	}
-	ac := &ageConn{Conn: c}
-	ac.timer = time.AfterFunc(a.maxAge, func() {
-		ac.expired.Store(true)
-		a.expired()
-	})
-	return ac
 }
 
-func (c *ageConn) Close() error {
-	c.timer.Stop()
-	return c.Conn.Close()
-}
-
-// isExpired reports whether conn (as seen by httptrace.GotConn: the
-// ageConn itself, or a *tls.Conn over one) has outlived max_connection_age.
-func isExpired(conn net.Conn) bool {
-	if tc, ok := conn.(*tls.Conn); ok {
-		conn = tc.NetConn()
+// retire closes idle connections now, and the rest as their last request
+// ends (release). A request that still starts on a retired generation
+// is served; its connection closes when it is done.
+func (g *generation) retire() {
+	g.retired.Store(true)
+	if g.inflight.Load() == 0 {
+		g.t.CloseIdleConnections()
 	}
-	ac, ok := conn.(*ageConn)
-	return ok && ac.expired.Load()
 }
