@@ -360,6 +360,10 @@ func (e *Egress) validate(v *validator, c *Config) {
 	}
 }
 
+// egressIDNA is UTS #46 lookup processing that also checks label and
+// name lengths (so empty labels are refused).
+var egressIDNA = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.VerifyDNSLength(true), idna.Transitional(false))
+
 // NormalizeEgressName turns a DNS name into the form egress compares:
 // IDNA (UTS #46) ASCII, lower case, without the trailing dot.
 func NormalizeEgressName(s string) (string, error) {
@@ -370,7 +374,7 @@ func NormalizeEgressName(s string) (string, error) {
 	if _, err := netip.ParseAddr(strings.Trim(s, "[]")); err == nil {
 		return "", fmt.Errorf("is an IP address, not a name (use cidrs for addresses)")
 	}
-	a, err := idna.Lookup.ToASCII(s)
+	a, err := egressIDNA.ToASCII(s)
 	if err != nil {
 		return "", fmt.Errorf("is not a valid DNS name: %v", err)
 	}

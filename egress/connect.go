@@ -18,7 +18,7 @@ import (
 
 // handleProxyRequest serves connect and http listeners: optional mTLS,
 // then one request head, bounded in size and time.
-func (p *Proxy) handleProxyRequest(rt *runtime, lr *listenerRT, c *conn, rec *record) {
+func (p *Proxy) handleProxyRequest(rt *snapshot, lr *listenerRT, c *conn, rec *record) {
 	client := c.client
 	deadline := time.Now().Add(rt.lim.HeaderTimeout)
 	s := source{addr: rec.src.Addr()}
@@ -73,7 +73,7 @@ func (p *Proxy) reply(w io.Writer, status int, rec *record) {
 		status, http.StatusText(status), len(body), body)
 }
 
-func (p *Proxy) handleConnect(rt *runtime, c *conn, client net.Conn, br *bufio.Reader, req *http.Request, s source, rec *record) {
+func (p *Proxy) handleConnect(rt *snapshot, c *conn, client net.Conn, br *bufio.Reader, req *http.Request, s source, rec *record) {
 	host, ip, port, err := parseTarget(req.RequestURI)
 	if err != nil {
 		p.reply(client, http.StatusBadRequest, rec)
@@ -159,7 +159,7 @@ func (p *Proxy) handleConnect(rt *runtime, c *conn, client net.Conn, br *bufio.R
 
 // checkHello maps a peek result to a deny reason, or "" when the hello
 // may proceed; it sets rec.sni to the normalised server name.
-func (p *Proxy) checkHello(rt *runtime, h *sni.Hello, err error, rec *record) Reason {
+func (p *Proxy) checkHello(rt *snapshot, h *sni.Hello, err error, rec *record) Reason {
 	if err != nil {
 		rec.err = err
 		var ne net.Error

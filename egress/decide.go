@@ -130,7 +130,7 @@ func (r *rule) matchDest(t target) (ok, exact bool) {
 // decide runs the rule stage: DENY rules, then the public resolver list,
 // then ALLOW rules; no match denies. The order matters: a DENY must win
 // over any ALLOW, and the DoH/DoT list must win over wildcards.
-func (rt *runtime) decide(s source, t target) decision {
+func (rt *snapshot) decide(s source, t target) decision {
 	for _, r := range rt.deny {
 		if ok, _ := r.matchDest(t); ok && r.matchSource(s) && r.matchPort(t.port) {
 			return decision{rule: r, reason: ReasonDenyRule}

@@ -21,7 +21,7 @@ var hopHeaders = []string{
 // handleForward proxies one plain-HTTP absolute-URI request, decided by
 // its host and port. One request per client connection: the request is
 // sent with Connection: close and the response is streamed back as is.
-func (p *Proxy) handleForward(rt *runtime, c *conn, client net.Conn, br *bufio.Reader, req *http.Request, s source, rec *record) {
+func (p *Proxy) handleForward(rt *snapshot, c *conn, client net.Conn, br *bufio.Reader, req *http.Request, s source, rec *record) {
 	u := req.URL
 	if u.Scheme != "http" || u.Host == "" {
 		p.reply(client, http.StatusBadRequest, rec)

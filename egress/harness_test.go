@@ -295,3 +295,9 @@ func startProxy(t *testing.T, yaml string, deps Deps) *env {
 
 // cleanEnv is the environment for external tools: no proxy variables.
 func cleanEnv() []string { return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir()} }
+
+func slogFor(r *recorder) *slog.Logger { return slog.New(r) }
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}

@@ -23,7 +23,7 @@ type Proxy struct {
 	log    *slog.Logger
 	m      *metrics
 	deps   Deps
-	rt     atomic.Pointer[runtime]
+	rt     atomic.Pointer[snapshot]
 	denied *topDenied
 	nextID atomic.Uint64
 
@@ -118,7 +118,7 @@ func (p *Proxy) Start() error {
 
 // openLocked opens every listener of rt that is not open yet; on error it
 // closes the ones it opened.
-func (p *Proxy) openLocked(rt *runtime) error {
+func (p *Proxy) openLocked(rt *snapshot) error {
 	var opened []*listener
 	for key, lr := range rt.listeners {
 		if _, ok := p.listeners[key]; ok {

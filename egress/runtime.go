@@ -61,9 +61,9 @@ func (a Action) String() string {
 	return configs.EgressAllow
 }
 
-// runtime is the compiled, immutable egress config. One is published in
+// snapshot is the compiled, immutable egress config. One is published in
 // Proxy.rt; every connection loads it once and keeps it to the end.
-type runtime struct {
+type snapshot struct {
 	listeners map[string]*listenerRT // by listenerKey
 	deny      []*rule                // DENY rules, in config order
 	allow     []*rule                // ALLOW rules, in config order
@@ -111,9 +111,9 @@ type rule struct {
 
 // compile turns a validated config into a runtime. It reads the mTLS
 // files; it opens no sockets.
-func compile(cfg *configs.Config, deps *Deps) (*runtime, error) {
+func compile(cfg *configs.Config, deps *Deps) (*snapshot, error) {
 	e := &cfg.Egress
-	rt := &runtime{
+	rt := &snapshot{
 		listeners: map[string]*listenerRT{},
 		resolvers: map[string]bool{},
 		noSNI:     e.ClientHello.NoSNI == configs.HelloAllow,

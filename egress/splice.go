@@ -16,7 +16,7 @@ type closeWriter interface{ CloseWrite() error }
 // *net.TCPConn, io.Copy uses splice(2) on Linux, so bytes stay in the
 // kernel. pre is written to the destination first (the peeked
 // ClientHello and anything the client sent before the splice started).
-func (p *Proxy) splice(rt *runtime, c *conn, client net.Conn, up *net.TCPConn, pre []byte, rec *record) {
+func (p *Proxy) splice(rt *snapshot, c *conn, client net.Conn, up *net.TCPConn, pre []byte, rec *record) {
 	c.addCloser(up)
 	if len(pre) > 0 {
 		up.SetWriteDeadline(time.Now().Add(rt.lim.DialTimeout))

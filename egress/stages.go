@@ -44,7 +44,7 @@ func parseTarget(authority string) (host string, ip netip.Addr, port uint16, err
 
 // resolve returns the addresses to consider for t: the IP literal, or
 // what the resolver (dnsguard when wired) answers for the name.
-func (p *Proxy) resolve(rt *runtime, s source, t target, rec *record) ([]netip.Addr, Reason) {
+func (p *Proxy) resolve(rt *snapshot, s source, t target, rec *record) ([]netip.Addr, Reason) {
 	if t.name == "" {
 		rec.resolved = []netip.Addr{t.ip}
 		return rec.resolved, ""
@@ -72,7 +72,7 @@ func (p *Proxy) resolve(rt *runtime, s source, t target, rec *record) ([]netip.A
 // it in cidrs, or it is public. With require_dns_guard, dnsguard must
 // also have given this client that address for this name. It returns the
 // addresses that pass, or, if none does, the most severe reason.
-func (p *Proxy) guard(rt *runtime, s source, t target, d decision, addrs []netip.Addr) ([]netip.Addr, Reason) {
+func (p *Proxy) guard(rt *snapshot, s source, t target, d decision, addrs []netip.Addr) ([]netip.Addr, Reason) {
 	var ok []netip.Addr
 	var worst Reason
 	note := func(r Reason) {
@@ -106,7 +106,7 @@ func (p *Proxy) guard(rt *runtime, s source, t target, d decision, addrs []netip
 const maxDialAttempts = 4
 
 // dial connects to the first checked address that answers.
-func (p *Proxy) dial(rt *runtime, addrs []netip.Addr, port uint16, rec *record) (*net.TCPConn, error) {
+func (p *Proxy) dial(rt *snapshot, addrs []netip.Addr, port uint16, rec *record) (*net.TCPConn, error) {
 	d := net.Dialer{Timeout: rt.lim.DialTimeout, KeepAlive: 30 * time.Second}
 	var errs []error
 	for i, a := range addrs {

@@ -15,7 +15,7 @@ import (
 // the client believes it talks TLS to the original destination. The
 // ClientHello's SNI decides; the original destination must be one of
 // the addresses the name resolves to (else the client spoofs the SNI).
-func (p *Proxy) handleTransparent(rt *runtime, c *conn, rec *record) {
+func (p *Proxy) handleTransparent(rt *snapshot, c *conn, rec *record) {
 	tcp, ok := c.client.(*net.TCPConn)
 	if !ok {
 		p.deny(rec, ReasonNoOriginalDst, errors.New("not a TCP connection"))
