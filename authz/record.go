@@ -52,6 +52,10 @@ var secretHeaders = map[string]bool{
 	"x-api-key": true, "x-auth-token": true, "x-csrf-token": true,
 }
 
+// IsSecretHeader reports whether a lower-case header name carries a
+// credential that logs must not show.
+func IsSecretHeader(name string) bool { return secretHeaders[name] }
+
 // RedactHeaders returns a copy of h with secret values replaced.
 func RedactHeaders(h map[string][]string) map[string][]string {
 	out := make(map[string][]string, len(h))
