@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
@@ -132,14 +133,33 @@ func checkKeys(v *validator, path string, t reflect.Type, raw any) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
+	if raw == nil {
+		return
+	}
+	typeErr := func(msg string) {
+		*v.errs = append(*v.errs, &Error{File: v.src, Key: path, Msg: msg})
+	}
+	if t == reflect.TypeFor[time.Duration]() {
+		switch x := raw.(type) {
+		case string:
+			if _, err := time.ParseDuration(x); err != nil {
+				typeErr(fmt.Sprintf("%q is not a duration (e.g. 5s, 250ms, 1m30s)", x))
+			}
+		case int, int64, float64:
+			if x != 0 {
+				typeErr(fmt.Sprintf("%v needs a unit (e.g. %vs or %vms)", x, x, x))
+			}
+		default:
+			typeErr(fmt.Sprintf("must be a duration such as 5s, not %s", yamlKind(raw)))
+		}
+		return
+	}
 	switch t.Kind() {
 	case reflect.Struct:
-		if t.PkgPath() == "time" {
-			return
-		}
 		m, ok := raw.(map[string]any)
 		if !ok {
-			return // type errors are reported by the decoder
+			typeErr(fmt.Sprintf("must be a mapping (key: value), not %s", yamlKind(raw)))
+			return
 		}
 		fields := structKeys(t)
 		names := make([]string, 0, len(fields))
@@ -173,6 +193,10 @@ func checkKeys(v *validator, path string, t reflect.Type, raw any) {
 	case reflect.Slice:
 		items, ok := raw.([]any)
 		if !ok {
+			if _, isStr := raw.(string); isStr && t.Elem().Kind() == reflect.String {
+				return // "a,b" is accepted for a list of strings
+			}
+			typeErr(fmt.Sprintf("must be a list, not %s", yamlKind(raw)))
 			return
 		}
 		for i, it := range items {
@@ -181,11 +205,28 @@ func checkKeys(v *validator, path string, t reflect.Type, raw any) {
 	case reflect.Map:
 		m, ok := raw.(map[string]any)
 		if !ok {
+			typeErr(fmt.Sprintf("must be a mapping (key: value), not %s", yamlKind(raw)))
 			return
 		}
 		for k, it := range m {
 			checkKeys(v, joinKey(path, k), t.Elem(), it)
 		}
+	}
+}
+
+// yamlKind names the YAML kind of a decoded value for error messages.
+func yamlKind(raw any) string {
+	switch x := raw.(type) {
+	case map[string]any:
+		return "a mapping"
+	case []any:
+		return "a list"
+	case string:
+		return fmt.Sprintf("the string %q", x)
+	case bool:
+		return fmt.Sprintf("the boolean %v", x)
+	default:
+		return fmt.Sprintf("the value %v", x)
 	}
 }
 
