@@ -31,6 +31,20 @@ func parseConfig(t *testing.T, yaml string) *configs.Config {
 	return cfg
 }
 
+func parseConfigB(yaml string) (*configs.Config, error) {
+	return configs.Parse("bench.yaml", []byte(yaml), nil)
+}
+
+func poolFromFileB(b *testing.B, path string) *x509.CertPool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := x509.NewCertPool()
+	p.AppendCertsFromPEM(data)
+	return p
+}
+
 func newManager(t *testing.T, cfg *configs.Config, deps Deps) *Manager {
 	t.Helper()
 	m, err := New(cfg, deps)
