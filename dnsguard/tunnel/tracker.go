@@ -372,7 +372,7 @@ func (t *Tracker) Observe(now time.Time, p *Profile, client netip.Addr, f *Featu
 		if answers >= 40 && 2*nx >= answers && distinct >= p.DistinctSubdomains/4 {
 			rules = append(rules, "nxdomain")
 		}
-		if pr.weighted(ns, win, w.answerBytes, pr.prv.answerBytes) >= int32ToInt(int32(p.NameBytes)) && distinct >= 20 {
+		if pr.weighted(ns, win, w.answerBytes, pr.prv.answerBytes) >= p.NameBytes && distinct >= 20 {
 			rules = append(rules, "answers")
 		}
 	}
@@ -390,7 +390,7 @@ func (t *Tracker) Observe(now time.Time, p *Profile, client netip.Addr, f *Featu
 		Queries:    pr.weighted(ns, win, w.queries, pr.prv.queries),
 		Suspicious: pr.weighted(ns, win, w.susp, pr.prv.susp),
 		NameBytes:  nameBytes, Distinct: distinct, Quarantine: p.Quarantine.String(),
-		LastQuery: truncate(f.Name, 100),
+		LastQuery: truncate(Escape(f.Name), 100),
 	}
 	// The pair's counters restart: after the quarantine it is judged afresh.
 	s.pairs.Remove(k)
@@ -401,8 +401,6 @@ func (t *Tracker) Observe(now time.Time, p *Profile, client netip.Addr, f *Featu
 	t.qmu.Unlock()
 	return Verdict{Block: p.Mode == ModeBlock, WouldBlock: true, Alert: a}
 }
-
-func int32ToInt(v int32) int { return int(v) }
 
 // ObserveAnswer adds an upstream answer's rcode and its TXT/NULL/other
 // record bytes to the pair, if it is tracked.
@@ -421,6 +419,35 @@ func (t *Tracker) ObserveAnswer(now time.Time, p *Profile, client netip.Addr, do
 		pr.cur.nx++
 	}
 	pr.cur.answerBytes += int32(min(bigBytes, 1<<16))
+}
+
+// Escape writes a decoded name back in presentation form: bytes outside
+// printable ASCII (and the escaped-dot marker 0x7f) as \DDD, so alert
+// records stay valid UTF-8 and show exactly what was sent.
+func Escape(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e || s[i] == '\\' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == 0x7f:
+			b.WriteString("\\.")
+		case c < 0x21 || c > 0x7e || c == '\\':
+			fmt.Fprintf(&b, "\\%03d", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 func truncate(s string, n int) string {
