@@ -226,7 +226,7 @@ func (p *Pool) outbound(ctx context.Context, r *http.Request, info *RequestInfo)
 	}
 	client := ""
 	if info.ClientIP.IsValid() {
-		client = info.ClientIP.String()
+		client = info.ClientIP.Unmap().String()
 	}
 	if info.TrustedPeer {
 		if prior := h[hdrXFF]; len(prior) > 0 && client != "" {

@@ -148,6 +148,13 @@ func TestRetries(t *testing.T) {
 			t.Fatalf("%d of 4 POSTs failed, want 2 (round robin over one dead endpoint)", failed)
 		}
 	})
+	t.Run("PUT with a body is retried after a connect failure", func(t *testing.T) {
+		for i := 0; i < 4; i++ {
+			if code, body := get(t, f.Client(), "PUT", f.URL, strings.NewReader("payload")); code != 200 || body != "live" {
+				t.Fatalf("PUT %d: %d %q", i, code, body)
+			}
+		}
+	})
 	t.Run("retries on 503 for GET only when another endpoint is left", func(t *testing.T) {
 		busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(503)

@@ -21,7 +21,8 @@ import (
 type Registry struct {
 	deps Deps
 
-	mu      sync.Mutex
+	updating sync.Mutex // one Update at a time
+	mu       sync.Mutex
 	current map[string]*entry // by upstream name: the newest Set's pools
 	closed  bool
 }
@@ -139,6 +140,8 @@ func (r *Registry) Update(ups []configs.Upstream) (*Set, error) {
 		key   [32]byte
 		reuse *entry
 	}
+	r.updating.Lock()
+	defer r.updating.Unlock()
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
