@@ -75,4 +75,3 @@ func validHeaderName(s string) bool {
 	}
 	return true
 }
-

@@ -23,8 +23,8 @@ type Registry struct {
 
 	updating sync.Mutex // one Update at a time
 	mu       sync.Mutex
-	current map[string]*entry // by upstream name: the newest Set's pools
-	closed  bool
+	current  map[string]*entry // by upstream name: the newest Set's pools
+	closed   bool
 }
 
 type entry struct {
