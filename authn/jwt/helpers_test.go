@@ -131,8 +131,18 @@ func parseConfig(t testing.TB, yaml string) *configs.Config {
 // newAuth compiles yaml with a private key cache and metrics registry.
 func newAuth(t testing.TB, yaml string) (*Authenticator, *KeyCache, *prometheus.Registry) {
 	t.Helper()
+	return newAuthWith(t, yaml, testLogger(t))
+}
+
+func newAuthLogged(t testing.TB, yaml string, log *slog.Logger) (*Authenticator, *KeyCache) {
+	a, k, _ := newAuthWith(t, yaml, log)
+	return a, k
+}
+
+func newAuthWith(t testing.TB, yaml string, log *slog.Logger) (*Authenticator, *KeyCache, *prometheus.Registry) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	keys := NewKeyCache(Deps{Logger: testLogger(t), Metrics: reg})
+	keys := NewKeyCache(Deps{Logger: log, Metrics: reg})
 	t.Cleanup(keys.Close)
 	a, err := New(parseConfig(t, yaml), Deps{Logger: testLogger(t), Keys: keys})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -164,7 +165,8 @@ func TestJWKSIdPDown(t *testing.T) {
 	s := newIDP(t, jwksWith(t))
 	// A tiny refetch interval: every unknown kid reaches the IdP, so the
 	// test can make fetches fail on demand.
-	a, keys, _ := newAuth(t, s.yaml("      jwks_refetch_min_interval: 1ns\n"))
+	logs := &tlogWriter{}
+	a, keys := newAuthLogged(t, s.yaml("      jwks_refetch_min_interval: 1ns\n"), slog.New(slog.NewTextHandler(logs, nil)))
 	uri := s.srv.URL + "/jwks.json"
 	s.down.Store(true)
 	_, err := a.Verify(mint(t, "RS256", istioKey(t), "new-kid", baseClaims()), "details")
@@ -183,6 +185,9 @@ func TestJWKSIdPDown(t *testing.T) {
 	}
 	if err := keys.Ready(); err != nil {
 		t.Errorf("Ready with last good keys: %v", err)
+	}
+	if l := logs.String(); !strings.Contains(l, "keeping the last good keys") || !strings.Contains(l, "status 503") || !strings.Contains(l, "jwks="+uri) {
+		t.Errorf("log %q does not report the failed fetch", l)
 	}
 }
 

@@ -209,3 +209,52 @@ func Require(route Mode, p *authn.Peer) error {
 	}
 	return nil
 }
+
+// FromConfig builds a listener's settings from its peer_authentication
+// section. Trust bundles come from the configured files; a trust domain
+// without a file falls back to workload (the Workload API source of
+// authn/svid, or nil when identity: is not configured).
+func FromConfig(pa configs.PeerAuthentication, workload x509bundle.Source) (*TLSSettings, error) {
+	mode, err := ParseMode(pa.Mode)
+	if err != nil {
+		return nil, err
+	}
+	if mode == Disable {
+		return ServerTLS(mode, nil)
+	}
+	var src x509bundle.Source
+	switch {
+	case len(pa.TrustBundles) > 0:
+		set, err := LoadBundles(pa.TrustBundles)
+		if err != nil {
+			return nil, err
+		}
+		src = chain{set, workload}
+	case workload != nil:
+		src = workload
+	}
+	return ServerTLS(mode, src)
+}
+
+// chain asks each source in turn for a trust domain's bundle.
+type chain []x509bundle.Source
+
+func (c chain) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	var first error
+	for _, s := range c {
+		if s == nil {
+			continue
+		}
+		b, err := s.GetX509BundleForTrustDomain(td)
+		if err == nil {
+			return b, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		first = fmt.Errorf("no bundle for trust domain %q", td.Name())
+	}
+	return nil, first
+}

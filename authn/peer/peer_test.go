@@ -3,6 +3,7 @@ package peer
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -18,6 +19,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ztgate/ztgate/authn"
 	"github.com/ztgate/ztgate/configs"
@@ -258,5 +262,41 @@ func TestModesAndRequire(t *testing.T) {
 	}
 	if !errors.Is(Require(Strict, nil), ErrPeerRequired) || Require(Strict, &authn.Peer{}) != nil || Require(Permissive, nil) != nil {
 		t.Error("Require")
+	}
+}
+
+func TestFromConfig(t *testing.T) {
+	p := newPKI(t)
+	partner := newCA(t, "partner.test")
+	workload := x509bundle.NewSet(x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("partner.test"), []*x509.Certificate{partner.cert}))
+	s, err := FromConfig(configs.PeerAuthentication{Mode: "STRICT", TrustBundles: p.bundle.TrustBundles}, workload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ClientAuth() != tls.RequireAnyClientCert {
+		t.Errorf("ClientAuth %v", s.ClientAuth())
+	}
+	for _, tc := range []struct {
+		name string
+		cert tls.Certificate
+		ok   bool
+	}{
+		{"file bundle", p.sleep, true},
+		{"workload bundle", partner.leaf(t, "p", "spiffe://partner.test/ns/x/sa/y"), true},
+		{"no bundle", newCA(t, "nobody.test").leaf(t, "n", "spiffe://nobody.test/a"), false},
+	} {
+		err := s.VerifyConnection(tls.ConnectionState{PeerCertificates: []*x509.Certificate{tc.cert.Leaf}})
+		if tc.ok != (err == nil) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	if err := s.VerifyConnection(tls.ConnectionState{}); err == nil {
+		t.Error("STRICT accepted a connection without a certificate")
+	}
+	if d, err := FromConfig(configs.PeerAuthentication{Mode: "DISABLE"}, nil); err != nil || d.ClientAuth() != tls.NoClientCert {
+		t.Errorf("DISABLE: %v", err)
+	}
+	if _, err := FromConfig(configs.PeerAuthentication{Mode: "PERMISSIVE"}, nil); err == nil {
+		t.Error("PERMISSIVE without any bundle source accepted")
 	}
 }
