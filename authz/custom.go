@@ -10,7 +10,9 @@ import (
 // CustomProvider decides for a CUSTOM policy: Rego (authz/rego) or an
 // external authorization service (authz/extauthz). Check must honour
 // ctx's deadline. An error denies (fail closed); a provider that fails
-// open handles that itself and returns an allowing result.
+// open handles that itself and returns an allowing result. With an
+// error, a non-zero Result.Status is still used for the deny
+// (status_on_error).
 type CustomProvider interface {
 	Check(ctx context.Context, a *Attributes) (CustomResult, error)
 }

@@ -432,7 +432,9 @@ func (e *Engine) evaluate(ctx context.Context, set *policySet, a *Attributes, st
 		}
 		if out.err != nil {
 			st.tracef("CUSTOM %q (%s) failed, so deny: %v", p.name, p.provider, out.err)
-			return deny(p, rule, 403, fmt.Sprintf("CUSTOM policy %q: %s failed (fail closed): %v", p.name, p.provider, out.err))
+			d := deny(p, rule, out.res.Status, fmt.Sprintf("CUSTOM policy %q: %s failed (fail closed): %v", p.name, p.provider, out.err))
+			d.ResponseHeaders = response
+			return d
 		}
 		response = append(response, out.res.ResponseHeaders...)
 		if !out.res.Allowed {
