@@ -1,0 +1,117 @@
+package configs_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ztgate/ztgate/configs"
+)
+
+// TestDocsIdentity loads every ```yaml block of docs/identity.md. Paths
+// under /etc/ztgate/ point into a temporary directory of placeholder
+// files, because the loader checks that trust bundle files exist. Blocks
+// without listeners are wrapped into a minimal complete file.
+func TestDocsIdentity(t *testing.T) {
+	path := filepath.Join("..", "docs", "identity.md")
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(doc, -1)
+	if len(blocks) < 4 {
+		t.Fatalf("%s: found %d yaml blocks, want the examples", path, len(blocks))
+	}
+	etc := t.TempDir()
+	for _, p := range regexp.MustCompile(`/etc/ztgate/[\w./-]+`).FindAll(doc, -1) {
+		if filepath.Ext(string(p)) == "" {
+			continue // a directory, e.g. /etc/ztgate/svid/
+		}
+		f := filepath.Join(etc, strings.TrimPrefix(string(p), "/etc/ztgate/"))
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, b := range blocks {
+		t.Run(fmt.Sprintf("block%d", i), func(t *testing.T) {
+			y := strings.ReplaceAll(string(b[1]), "/etc/ztgate/", etc+"/")
+			if !strings.Contains(y, "listeners:") {
+				y += minimalListenerAndRoute(y)
+			}
+			cfg, err := configs.Parse(path, []byte(y), nil)
+			if err != nil {
+				t.Fatalf("block %d:\n%s\n%v", i, y, err)
+			}
+			if !cfg.Identity.HasSVIDSource() {
+				t.Errorf("block %d configures no SVID source", i)
+			}
+		})
+	}
+}
+
+// minimalListenerAndRoute completes a fragment that defines upstreams.
+func minimalListenerAndRoute(y string) string {
+	m := regexp.MustCompile(`(?m)^  - name: (\S+)`).FindStringSubmatch(y)
+	s := "listeners:\n  - name: public\n    address: \":8443\"\n    tls: { names: [api.example.com] }\n"
+	if m != nil {
+		s += "routes:\n  - name: r\n    upstream: " + m[1] + "\n"
+	}
+	return s
+}
+
+func TestIdentityConfig(t *testing.T) {
+	dir := t.TempDir()
+	bundle := filepath.Join(dir, "partner.pem")
+	if err := os.WriteFile(bundle, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const head = "listeners:\n  - name: public\n    address: \":8443\"\n    tls: { names: [api.example.com] }\n"
+	spiffeUpstream := "upstreams:\n  - name: details\n    endpoints: [\"10.0.0.7:9080\"]\n    tls: { spiffe_id: spiffe://example.org/ns/default/sa/details }\n"
+	tests := []struct {
+		name string
+		yaml string
+		want string // "" = valid
+	}{
+		{"defaults", "identity:\n  workload_api: unix:///run/spire/agent.sock\n", ""},
+		{"tcp", "identity:\n  workload_api: tcp://127.0.0.1:8081\n", ""},
+		{"relative socket", "identity:\n  workload_api: unix://run/agent.sock\n", "identity.workload_api: \"unix://run/agent.sock\" must be unix:// followed by an absolute socket path"},
+		{"no scheme", "identity:\n  workload_api: /run/spire/agent.sock\n", "identity.workload_api: \"/run/spire/agent.sock\" has scheme \"\"; use unix or tcp"},
+		{"tcp name", "identity:\n  workload_api: tcp://spire:8081\n", "must be tcp://IP:port"},
+		{"both sources", "identity:\n  workload_api: unix:///run/a.sock\n  files: {cert: a, key: b, bundle: c}\n", "identity: set either workload_api or files, not both"},
+		{"files incomplete", "identity:\n  files: {cert: a.pem}\n", "identity.files.key: must name a PEM file"},
+		{"bad own id", "identity:\n  workload_api: unix:///run/a.sock\n  spiffe_id: example.org/gw\n", "identity.spiffe_id: \"example.org/gw\" is not a SPIFFE ID"},
+		{"bad trust domain", "identity:\n  trust_bundles: [{trust_domain: \"spiffe://Bad Domain\", file: " + bundle + "}]\n", "identity.trust_bundles[0].trust_domain"},
+		{"missing bundle file", "identity:\n  trust_bundles: [{trust_domain: partner.org, file: " + filepath.Join(dir, "nope.pem") + "}]\n", "identity.trust_bundles[0].file"},
+		{"duplicate trust domain", "identity:\n  trust_bundles:\n    - {trust_domain: partner.org, file: " + bundle + "}\n    - {trust_domain: partner.org, file: " + bundle + "}\n", "identity.trust_bundles[1].trust_domain: \"partner.org\" is already listed at trust_bundles[0]"},
+		{"short watch", "identity:\n  workload_api: unix:///run/a.sock\n  watch_interval: 1ms\n", "identity.watch_interval: 1ms is too short"},
+		{"bad backoff", "identity:\n  workload_api: unix:///run/a.sock\n  backoff: {initial: 10s, max: 1s}\n", "identity.backoff: initial (10s) must be positive and max (1s) at least initial"},
+		{"typo", "identity:\n  workload_apl: unix:///run/a.sock\n", "workload_apl"},
+		{"spiffe upstream without svid", spiffeUpstream, "identity: upstream \"details\" verifies by SPIFFE ID and presents the gateway's SVID: set identity.workload_api"},
+		{"spiffe upstream with svid", spiffeUpstream + "identity:\n  workload_api: unix:///run/a.sock\n", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := configs.Parse("ztgate.yaml", []byte(head+tc.yaml), nil)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				id := cfg.Identity
+				if id.WatchInterval != time.Second || id.Backoff.Initial != 500*time.Millisecond || id.Backoff.Max != 30*time.Second {
+					t.Errorf("defaults: %+v", id)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
