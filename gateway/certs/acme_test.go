@@ -271,6 +271,40 @@ listeners:
 		}
 	})
 
+	t.Run("a name moves between the local CA and ACME on reload", func(t *testing.T) {
+		const name = "moves.example.com"
+		storage := t.TempDir()
+		local := parseConfig(t, localCAConfig(storage, name))
+		acme := parseConfig(t, fmt.Sprintf(`
+storage: %s
+listeners:
+  - name: public
+    address: "127.0.0.1:8443"
+    tls:
+      names: [%s]
+      acme: { directory: %s, ca_root: %s, challenges: [tls-alpn-01], http_port: %d, tls_alpn_port: %d }
+`, storage, name, p.dir, p.caRoot, httpPort, tlsPort))
+		m := newManager(t, local, Deps{})
+		current.Store(m)
+		localRoots := poolFromFile(t, m.LocalCARoot())
+		if _, err := handshake(tlsLn.Addr().String(), name, localRoots); err != nil {
+			t.Fatalf("local CA certificate: %v", err)
+		}
+		if err := m.Apply(acme); err != nil {
+			t.Fatal(err)
+		}
+		waitReady(t, m)
+		if _, err := handshake(tlsLn.Addr().String(), name, p.root(t)); err != nil {
+			t.Fatalf("after moving to ACME: %v", err)
+		}
+		if err := m.Apply(local); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := handshake(tlsLn.Addr().String(), name, localRoots); err != nil {
+			t.Fatalf("after moving back to the local CA: %v", err)
+		}
+	})
+
 	for _, tc := range []struct{ challenge, name string }{
 		{"http-01", "http01.example.com"},
 		{"tls-alpn-01", "alpn01.example.com"},
@@ -294,15 +328,7 @@ listeners:
 `, storage, tc.name, p.dir, p.caRoot, tc.challenge, httpPort, tlsPort)
 			m := newManager(t, parseConfig(t, yaml), Deps{})
 			current.Store(m)
-			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-			defer cancel()
-			for m.Ready() != nil {
-				select {
-				case <-m.Changed():
-				case <-ctx.Done():
-					t.Fatalf("no certificate: %v", m.Ready())
-				}
-			}
+			waitReady(t, m)
 			roots := p.root(t)
 			leaf, err := handshake(tlsLn.Addr().String(), tc.name, roots)
 			if err != nil {
@@ -318,5 +344,19 @@ listeners:
 				t.Errorf("served %v, want %s", leaf.DNSNames, tc.name)
 			}
 		})
+	}
+}
+
+// waitReady waits, on the manager's change signal, until it is ready.
+func waitReady(t *testing.T, m *Manager) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	for m.Ready() != nil {
+		select {
+		case <-m.Changed():
+		case <-ctx.Done():
+			t.Fatalf("no certificate: %v", m.Ready())
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"slices"
@@ -259,10 +260,10 @@ func (m *Manager) Apply(cfg *configs.Config) error {
 			newLocal = append(newLocal, n)
 		}
 	}
-	if len(newLocal) > 0 {
-		if err := m.localCfg.ManageSync(m.ctx, newLocal); err != nil {
+	for _, n := range newLocal {
+		if err := m.manageLocal(n); err != nil {
 			m.unmanage(newLocal, m.ca.IssuerKey())
-			return fmt.Errorf("local CA: %w", err)
+			return fmt.Errorf("local CA: %s: %w", n, err)
 		}
 	}
 
@@ -315,6 +316,20 @@ func (m *Manager) Apply(cfg *configs.Config) error {
 	}
 	old := m.snap.Swap(s)
 
+	// Stop managing what is gone before managing anything new: certmagic
+	// skips a name that already has a managed certificate (from any
+	// source), which would leave a name moved between sources without one.
+	var gone []certmagic.SubjectIssuer
+	for si := range m.managed {
+		if !wanted[si] {
+			gone = append(gone, si)
+		}
+	}
+	if len(gone) > 0 {
+		m.cache.RemoveManaged(gone)
+	}
+	m.managed = wanted
+
 	for _, a := range plan.acme {
 		for n := range a.want {
 			if a.names[n] != nil {
@@ -346,21 +361,7 @@ func (m *Manager) Apply(cfg *configs.Config) error {
 	}
 	m.acme = plan.acmeByKey
 
-	// Stop managing what is gone, and drop file certificates no
-	// listener uses any more.
-	var gone []certmagic.SubjectIssuer
-	for si := range m.managed {
-		if !wanted[si] {
-			gone = append(gone, si)
-		}
-	}
-	if len(gone) > 0 {
-		m.cache.RemoveManaged(gone)
-	}
-	for _, n := range newLocal {
-		wanted[certmagic.SubjectIssuer{Subject: n, IssuerKey: m.ca.IssuerKey()}] = true
-	}
-	m.managed = wanted
+	// Drop file certificates no listener uses any more.
 	if old != nil {
 		var drop []string
 		for _, ols := range old.listeners {
@@ -578,17 +579,45 @@ func (m *Manager) onEvent(_ context.Context, event string, data map[string]any) 
 	return nil
 }
 
+// sourceOfIssuers maps the issuer keys of an event to a source. It must
+// not take m.mu: events fire inside Apply.
 func (m *Manager) sourceOfIssuers(v any) Source {
 	keys, _ := v.([]string)
-	m.mu.Lock()
-	ca := m.ca
-	m.mu.Unlock()
 	for _, k := range keys {
-		if ca != nil && k == ca.IssuerKey() {
+		if strings.HasPrefix(k, localCAIssuerPrefix) {
 			return SourceLocalCA
 		}
 	}
 	return SourceACME
+}
+
+// manageLocal loads name's local CA certificate from storage, or issues
+// one, renewing a stored one that is due, and caches it as managed (so
+// certmagic's maintenance renews it). Unlike certmagic's Manage, it does
+// not skip a name that another source's certificate still holds.
+func (m *Manager) manageLocal(name string) error {
+	cfg := m.localCfg
+	c, err := cfg.CacheManagedCertificate(m.ctx, name)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := cfg.ObtainCertSync(m.ctx, name); err != nil {
+			return err
+		}
+		_, err = cfg.CacheManagedCertificate(m.ctx, name)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if c.NeedsRenewal(cfg) {
+		if err := cfg.RenewCertSync(m.ctx, name, false); err != nil {
+			return err
+		}
+		if _, err := cfg.CacheManagedCertificate(m.ctx, name); err != nil {
+			return err
+		}
+		m.cache.Remove([]string{c.Hash()})
+	}
+	return nil
 }
 
 func (m *Manager) pruneFailures(s *snapshot) {

@@ -32,6 +32,8 @@ const (
 	caKeyFile  = "root.key"
 	// caLifetime is the validity of a newly created local CA root.
 	caLifetime = 10 * 365 * 24 * time.Hour
+	// localCAIssuerPrefix starts the local CA's certmagic issuer key.
+	localCAIssuerPrefix = "ztgate-local-ca-"
 )
 
 // localCA is the gateway's own CA: a self-signed ECDSA P-256 root kept
@@ -197,7 +199,7 @@ func (ca *localCA) IssuerKey() string {
 	if len(id) > 8 {
 		id = id[:8]
 	}
-	return "ztgate-local-ca-" + hex.EncodeToString(id)
+	return localCAIssuerPrefix + hex.EncodeToString(id)
 }
 
 // Issue signs a leaf certificate for the names in the CSR: DNS names and
