@@ -292,6 +292,9 @@ func (a *Authenticator) verifyCandidates(tok string, cands []candidate) (*authn.
 		}
 		return nil, nil, a.count(nil, fail(ReasonUnknownIssuer, "", "iss %q matches no provider of this route", clip(iss)))
 	}
+	if len(tok) > p.maxBytes {
+		return nil, nil, a.count(p, fail(ReasonTooLarge, p.name, "%d bytes (limit %d)", len(tok), p.maxBytes))
+	}
 	id, until, verr := p.verify(tok, hd, now)
 	if verr != nil {
 		return nil, nil, a.count(p, verr)
