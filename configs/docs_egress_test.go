@@ -1,0 +1,114 @@
+package configs
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// egressYAMLBlocks returns the ```yaml blocks of a Markdown file.
+func egressYAMLBlocks(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile("(?s)```yaml\n(.*?)```")
+	var out []string
+	for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+// TestDocsEgress loads every yaml example of docs/egress.md. Files the
+// examples name under /etc/ztgate/ are created in a temporary directory.
+func TestDocsEgress(t *testing.T) {
+	blocks := egressYAMLBlocks(t, filepath.Join("..", "docs", "egress.md"))
+	if len(blocks) < 3 {
+		t.Fatalf("found %d yaml blocks in docs/egress.md", len(blocks))
+	}
+	etc := t.TempDir()
+	for _, f := range []string{"egress/proxy.pem", "egress/proxy.key", "egress/clients-ca.pem"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(etc, f)), 0o755)
+		os.WriteFile(filepath.Join(etc, f), []byte("placeholder"), 0o600)
+	}
+	for i, b := range blocks {
+		b = strings.ReplaceAll(b, "/etc/ztgate/", etc+"/")
+		cfg, err := Parse("docs/egress.md", []byte(b), nil)
+		if err != nil {
+			t.Errorf("yaml block %d does not load:\n%s\n%v", i+1, b, err)
+			continue
+		}
+		if !cfg.Egress.Enabled() {
+			t.Errorf("yaml block %d leaves the egress proxy off", i+1)
+		}
+	}
+}
+
+// TestEgressTestdata loads configs/testdata/egress-*.yaml: good files
+// must load, each bad file must produce every "# want:" error.
+func TestEgressTestdata(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "egress-*.yaml"))
+	if len(files) == 0 {
+		t.Fatal("no testdata/egress-*.yaml")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wants []string
+			for _, l := range strings.Split(string(data), "\n") {
+				if w, ok := strings.CutPrefix(l, "# want: "); ok {
+					wants = append(wants, w)
+				}
+			}
+			cfg, err := Parse(filepath.Base(f), data, nil)
+			if strings.Contains(f, "-good-") {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !cfg.Egress.Enabled() {
+					t.Fatal("egress is off")
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("loaded without error")
+			}
+			for _, w := range wants {
+				if !strings.Contains(err.Error(), filepath.Base(f)+": "+w) {
+					t.Errorf("missing error %q in:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestEgressDefaults(t *testing.T) {
+	cfg, err := Parse("t.yaml", []byte("egress:\n  listeners: [{name: c, mode: connect, address: \"127.0.0.1:3128\"}]\n  rules:\n    - {name: a, sni: [x.example]}\n    - {name: p, sni: [y.example], tls: false}\n    - {name: d, action: DENY, sni: [z.example]}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := cfg.Egress
+	if e.Rules[0].Action != EgressAllow || len(e.Rules[0].Ports) != 1 || e.Rules[0].Ports[0] != 443 {
+		t.Errorf("ALLOW rule defaults: %+v", e.Rules[0])
+	}
+	if e.Rules[1].Ports[0] != 80 {
+		t.Errorf("tls: false default port: %+v", e.Rules[1])
+	}
+	if len(e.Rules[2].Ports) != 0 {
+		t.Errorf("DENY rule must default to any port: %+v", e.Rules[2])
+	}
+	if e.ClientHello.NoSNI != HelloDeny || e.ClientHello.ECH != HelloDeny || !e.PublicResolvers.DenyEnabled() {
+		t.Errorf("client_hello / public_resolvers defaults: %+v %+v", e.ClientHello, e.PublicResolvers)
+	}
+	off, err := Parse("t.yaml", []byte("storage: /tmp\n"), nil)
+	if err != nil || off.Egress.Enabled() {
+		t.Errorf("no egress section: enabled=%v err=%v", off.Egress.Enabled(), err)
+	}
+}
