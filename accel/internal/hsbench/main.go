@@ -1,0 +1,155 @@
+// Command hsbench measures full TLS handshakes/s: a server whose key is
+// served by an accel provider, and a Go client, run as separate
+// processes so each can be pinned to its own core with taskset.
+//
+//	hsbench gen -dir /tmp/hs                     # rsa2048.{crt,key}, ecdsa_p256.{crt,key}
+//	taskset -c 1 hsbench serve -provider openssl -cert /tmp/hs/rsa2048.crt -key /tmp/hs/rsa2048.key -addr 127.0.0.1:23443 -d 15s
+//	taskset -c 0 hsbench load -addr 127.0.0.1:23443 -ca /tmp/hs/rsa2048.crt -c 50 -d 10s
+//
+// The client (like the baseline's hsload) makes new connections with no
+// session resumption, X25519, one GET each.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/ztgate/ztgate/accel"
+	"github.com/ztgate/ztgate/accel/internal/loadgen"
+	"github.com/ztgate/ztgate/configs"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: hsbench gen|serve|load [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "gen":
+		err = gen(os.Args[2:])
+	case "serve":
+		err = serve(os.Args[2:])
+	case "load":
+		err = load(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hsbench:", err)
+		os.Exit(1)
+	}
+}
+
+func gen(args []string) error {
+	fs := flag.NewFlagSet("gen", flag.ExitOnError)
+	dir := fs.String("dir", ".", "output directory")
+	fs.Parse(args)
+	for _, kt := range []string{"rsa2048", "ecdsa_p256"} {
+		k, err := accel.GenerateKey(kt)
+		if err != nil {
+			return err
+		}
+		c, err := accel.SelfSignedCert(k)
+		if err != nil {
+			return err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(*dir, kt+".crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o644); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(*dir, kt+".key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	provider := fs.String("provider", "go", "go, openssl or auto")
+	certFile := fs.String("cert", "", "certificate PEM")
+	keyFile := fs.String("key", "", "key PEM")
+	addr := fs.String("addr", "127.0.0.1:0", "listen address")
+	d := fs.Duration("d", 15*time.Second, "serve this long, then print the count")
+	fs.Parse(args)
+	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+	if err != nil {
+		return err
+	}
+	e, err := accel.New(configs.Accel{Provider: *provider, Required: true},
+		accel.Deps{Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	wc, err := e.Wrap(&cert)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "serving on %s with %s\n", ln.Addr(), e.Provider())
+	srv := loadgen.Serve(ln, &tls.Config{Certificates: []tls.Certificate{*wc}, MinVersion: tls.VersionTLS12, SessionTicketsDisabled: true})
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	select {
+	case <-ctx.Done():
+	case <-time.After(*d):
+	}
+	srv.Close()
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	n := srv.Handshakes.Load()
+	per := 0.0
+	if n > 0 {
+		per = float64(cpu.Microseconds()) / float64(n)
+	}
+	fmt.Printf("provider=%s handshakes=%d failures=%d cpu=%.2fs us_per_handshake=%.0f\n", e.Provider(), n, srv.Failures.Load(), cpu.Seconds(), per)
+	return nil
+}
+
+func load(args []string) error {
+	fs := flag.NewFlagSet("load", flag.ExitOnError)
+	addr := fs.String("addr", "", "server address")
+	ca := fs.String("ca", "", "CA (the server's self-signed certificate)")
+	sni := fs.String("sni", "bench.test", "server name")
+	conc := fs.Int("c", 50, "concurrent clients")
+	d := fs.Duration("d", 10*time.Second, "duration (at most 10m)")
+	fs.Parse(args)
+	if *d > 10*time.Minute {
+		return fmt.Errorf("-d %s is longer than 10m", *d)
+	}
+	pemBytes, err := os.ReadFile(*ca)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemBytes) {
+		return fmt.Errorf("%s has no certificate", *ca)
+	}
+	r := loadgen.Run(context.Background(), *addr, &tls.Config{RootCAs: roots, ServerName: *sni,
+		MinVersion: tls.VersionTLS13, CurvePreferences: []tls.CurveID{tls.X25519}}, *conc, *d)
+	fmt.Printf("handshakes=%d failures=%d rate=%.0f/s\n", r.Handshakes, r.Failures, r.Rate())
+	if r.FirstError != nil {
+		fmt.Printf("first failure: %v\n", r.FirstError)
+	}
+	return nil
+}
