@@ -72,7 +72,7 @@ func New(cfg *configs.Config, deps Deps) (*Authenticator, error) {
 	}
 	for i := range cfg.Authn.JWT {
 		pc := &cfg.Authn.JWT[i]
-		p, err := a.compile(pc, keys)
+		p, err := a.compile(pc, keys, deps.Offline)
 		if err != nil {
 			a.Close()
 			return nil, fmt.Errorf("authn: jwt[%d] (%s): %w", i, pc.Name, err)
@@ -96,7 +96,7 @@ func New(cfg *configs.Config, deps Deps) (*Authenticator, error) {
 	return a, nil
 }
 
-func (a *Authenticator) compile(pc *configs.JWTProvider, keys *KeyCache) (*provider, error) {
+func (a *Authenticator) compile(pc *configs.JWTProvider, keys *KeyCache, offline bool) (*provider, error) {
 	p := &provider{
 		name:      pc.Name,
 		issuer:    pc.Issuer,
@@ -130,6 +130,8 @@ func (a *Authenticator) compile(pc *configs.JWTProvider, keys *KeyCache) (*provi
 		p.outputs = append(p.outputs, claimHeader{header: http.CanonicalHeaderKey(o.Header), path: strings.Split(o.Claim, ".")})
 	}
 	switch {
+	case pc.JWKSURI != "" && offline:
+		p.keys = offlineKeys(pc.JWKSURI)
 	case pc.JWKSURI != "":
 		r, release, err := keys.acquire(remoteSpec{uri: pc.JWKSURI, ca: pc.JWKSCA, refresh: pc.JWKSRefresh, refetchMinPeriod: pc.JWKSRefetchMinInterval})
 		if err != nil {

@@ -334,3 +334,30 @@ func TestTokenCache(t *testing.T) {
 }
 
 func sharedPath(t testing.TB) string { return sharedJWKSPath(t) }
+
+func TestOffline(t *testing.T) {
+	cfg := parseConfig(t, `
+authn:
+  jwt:
+    - issuer: testing@secure.istio.io
+      jwks_uri: https://idp.invalid/jwks.json
+`)
+	keys := NewKeyCache(Deps{})
+	defer keys.Close()
+	a, err := New(cfg, Deps{Keys: keys, Offline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if err := keys.Ready(); err != nil {
+		t.Errorf("offline compile registered a JWKS: %v", err)
+	}
+	if _, err := a.Verify(sharedToken(t, "demo.jwt"), "any"); ReasonOf(err) != ReasonNoKeys {
+		t.Errorf("offline verify: %v", err)
+	}
+	// Bad inline keys fail the compile with the provider named.
+	bad := parseConfig(t, "authn:\n  jwt:\n    - { name: corp, issuer: a, jwks: '{\"keys\":[]}' }\n")
+	if _, err := New(bad, Deps{Offline: true}); err == nil || !strings.Contains(err.Error(), "jwt[0] (corp)") {
+		t.Errorf("empty inline JWKS: %v", err)
+	}
+}

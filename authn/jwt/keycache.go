@@ -32,6 +32,10 @@ type Deps struct {
 	// Keys is the process-wide JWKS registry; New uses it so that caches
 	// survive reloads. When nil, New makes a private one (tests).
 	Keys *KeyCache
+	// Offline compiles without fetching remote JWKS (for `ztgate
+	// validate`): tokens of jwks_uri providers are then refused with
+	// jwks_unavailable.
+	Offline bool
 }
 
 // Bounds of a JWKS fetch.
@@ -212,6 +216,8 @@ type remote struct {
 	firstDone chan struct{}
 	stopCh    chan struct{}
 	stopOnce  sync.Once
+	ctx       context.Context // cancelled by stop: ends an in-flight fetch
+	cancel    context.CancelFunc
 
 	mu          sync.Mutex
 	spec        remoteSpec
@@ -223,7 +229,10 @@ type remote struct {
 }
 
 func newRemote(spec remoteSpec, client *http.Client, log *slog.Logger, m *metrics) *remote {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &remote{
+		ctx:       ctx,
+		cancel:    cancel,
 		uri:       spec.uri,
 		client:    client,
 		log:       log.With(authn.LogFieldJWKS, spec.uri),
@@ -240,7 +249,12 @@ func (r *remote) setSpec(s remoteSpec) {
 	r.mu.Unlock()
 }
 
-func (r *remote) stop() { r.stopOnce.Do(func() { close(r.stopCh) }) }
+func (r *remote) stop() {
+	r.stopOnce.Do(func() {
+		close(r.stopCh)
+		r.cancel()
+	})
+}
 
 func (r *remote) current() (*keySet, error) {
 	if ks := r.keys.Load(); ks != nil {
@@ -316,7 +330,7 @@ func (r *remote) refetch(ctx context.Context) (*keySet, bool) {
 
 // fetch gets and parses the JWKS. On failure the last good keys stay.
 func (r *remote) fetch() (maxAge time.Duration, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	ctx, cancel := context.WithTimeout(r.ctx, fetchTimeout)
 	defer cancel()
 	maxAge, ks, err := r.get(ctx)
 	r.mu.Lock()

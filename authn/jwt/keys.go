@@ -141,3 +141,11 @@ type staticKeys struct{ ks *keySet }
 
 func (s staticKeys) current() (*keySet, error)               { return s.ks, nil }
 func (s staticKeys) refetch(context.Context) (*keySet, bool) { return s.ks, false }
+
+// offlineKeys stands for a remote JWKS when compiling offline.
+type offlineKeys string
+
+func (o offlineKeys) current() (*keySet, error) {
+	return nil, fmt.Errorf("jwks %s: not fetched (compiled offline)", string(o))
+}
+func (o offlineKeys) refetch(context.Context) (*keySet, bool) { return nil, false }
