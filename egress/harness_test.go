@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"math/big"
 	"net"
@@ -195,7 +196,7 @@ func startOrigin(t *testing.T, p *pki) (port int) {
 			fmt.Fprintf(w, "hello from %s", r.TLS.ServerName)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
+		ErrorLog:          log.New(io.Discard, "", 0),
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
