@@ -45,18 +45,32 @@ func acmeKey(t *configs.ListenerTLS) (string, error) {
 	return fmt.Sprintf("%s|%s|%s|%v|%d|%d|%v", a.Directory, a.Email, rootSum, ch, a.HTTPPort, a.TLSALPNPort, ocsp), nil
 }
 
+// loadCARoot reads an acme.ca_root file; nil for "" (system roots).
+func loadCARoot(path string) (*x509.CertPool, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := readLimited(path)
+	if err != nil {
+		return nil, fmt.Errorf("ca_root: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("ca_root: %s: no PEM CERTIFICATE found (it must hold the CA's root certificate)", path)
+	}
+	return roots, nil
+}
+
+func checkCARoot(path string) error {
+	_, err := loadCARoot(path)
+	return err
+}
+
 func (m *Manager) newACMESource(key string, t *configs.ListenerTLS) (*acmeSource, error) {
 	a := t.ACME
-	var roots *x509.CertPool
-	if a.CARoot != "" {
-		data, err := readLimited(a.CARoot)
-		if err != nil {
-			return nil, fmt.Errorf("ca_root: %w", err)
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(data) {
-			return nil, fmt.Errorf("ca_root: %s: no PEM CERTIFICATE found (it must hold the CA's root certificate)", a.CARoot)
-		}
+	roots, err := loadCARoot(a.CARoot)
+	if err != nil {
+		return nil, err
 	}
 	ocsp := t.OCSPStapling == nil || *t.OCSPStapling
 	cfg := m.newCertmagicConfig(nil, ocsp)

@@ -131,3 +131,33 @@ func TestParseKeyForms(t *testing.T) {
 		})
 	}
 }
+
+func TestCheck(t *testing.T) {
+	dir, storage := t.TempDir(), t.TempDir()
+	ca := newTestCA(t)
+	certPath, keyPath, _ := ca.leaf(t, dir, "site", "site.ztgate.test")
+	_, otherKey, _ := ca.leaf(t, dir, "other", "other.ztgate.test")
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"good files", filesConfig(storage, [2]string{certPath, keyPath}), ""},
+		{"hsm key not opened", filesConfig(storage, [2]string{certPath, "pkcs11:token=x;object=y"}), ""},
+		{"mismatched key", filesConfig(storage, [2]string{certPath, otherKey}), "test.yaml: listeners[0].tls.files[0].key: " + otherKey + " does not match"},
+		{"bad ca_root", fmt.Sprintf("storage: %s\nlisteners:\n  - name: a\n    address: \"127.0.0.1:1\"\n    tls: { names: [a.test], acme: { directory: \"https://127.0.0.1:1/dir\", ca_root: %s } }\n", storage, keyPath),
+			"test.yaml: listeners[0].tls.acme: ca_root: " + keyPath + ": no PEM CERTIFICATE found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Check(parseConfig(t, tc.yaml), Deps{})
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Check() = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	if entries, _ := os.ReadDir(storage); len(entries) != 0 {
+		t.Fatalf("Check wrote to storage: %v", entries)
+	}
+}

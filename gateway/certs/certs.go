@@ -235,7 +235,7 @@ func (m *Manager) Apply(cfg *configs.Config) error {
 	if cfg.Storage != m.storage {
 		return fmt.Errorf("%s: storage: changing %q to %q needs a restart", file, m.storage, cfg.Storage)
 	}
-	plan, err := m.plan(cfg)
+	plan, err := m.plan(cfg, false)
 	if err != nil {
 		return prefixErrors(file, err)
 	}
@@ -400,7 +400,10 @@ type plan struct {
 	acmeByKey  map[string]*acmeSource
 }
 
-func (m *Manager) plan(cfg *configs.Config) (*plan, error) {
+// plan checks cfg and works out what Apply will do. With dry set (Check)
+// it creates nothing: ACME sources are only checked, and HSM keys are
+// skipped when no KeyLoader is given.
+func (m *Manager) plan(cfg *configs.Config, dry bool) (*plan, error) {
 	p := &plan{files: map[string][]fileCert{}, ocsp: map[string]bool{}, acmeByKey: map[string]*acmeSource{}}
 	var errs []error
 	owner := map[string]string{} // name -> "listeners[i] (source key)"
@@ -426,7 +429,11 @@ func (m *Manager) plan(cfg *configs.Config) (*plan, error) {
 		case SourceFiles:
 			for j, f := range l.TLS.Files {
 				fk := fmt.Sprintf("%s.files[%d]", key, j)
-				c, err := loadFileCert(fk, f.Cert, f.Key, m.deps.KeyLoader, now)
+				loader := m.deps.KeyLoader
+				if dry && loader == nil && strings.HasPrefix(f.Key, pkcs11Prefix) {
+					loader = publicKeyOf(f.Cert) // cannot open the HSM here
+				}
+				c, err := loadFileCert(fk, f.Cert, f.Key, loader, now)
 				if err != nil {
 					errs = append(errs, err)
 					continue
@@ -453,7 +460,11 @@ func (m *Manager) plan(cfg *configs.Config) (*plan, error) {
 			if a == nil {
 				a = m.acme[ak]
 				if a == nil {
-					a, err = m.newACMESource(ak, l.TLS)
+					if dry {
+						a, err = &acmeSource{}, checkCARoot(l.TLS.ACME.CARoot)
+					} else {
+						a, err = m.newACMESource(ak, l.TLS)
+					}
 					if err != nil {
 						errs = append(errs, fmt.Errorf("%s.acme: %w", key, err))
 						continue
@@ -485,6 +496,22 @@ func (m *Manager) plan(cfg *configs.Config) (*plan, error) {
 		return nil, errors.Join(errs...)
 	}
 	return p, nil
+}
+
+// Check is what Apply would refuse, without creating or starting
+// anything (for `ztgate validate`): certificate files are read and
+// checked, ACME ca_root files parsed, names checked for one source.
+// "pkcs11:" keys are checked only when deps.KeyLoader is set.
+func Check(cfg *configs.Config, deps Deps) error {
+	m := &Manager{deps: deps, acme: map[string]*acmeSource{}}
+	if _, err := m.plan(cfg, true); err != nil {
+		file := cfg.File
+		if file == "" {
+			file = "config"
+		}
+		return prefixErrors(file, err)
+	}
+	return nil
 }
 
 // unmanage removes managed certificates of one issuer from the cache.

@@ -152,3 +152,31 @@ func parseKey(data []byte) (crypto.Signer, error) {
 		return s, nil
 	}
 }
+
+// publicKeyOf returns a KeyLoader that yields a signer-shaped stand-in
+// for the certificate's own public key, so Check can validate a pkcs11:
+// entry's certificate without opening the HSM. It never signs.
+func publicKeyOf(certFile string) func(string) (crypto.Signer, error) {
+	return func(string) (crypto.Signer, error) {
+		data, err := readLimited(certFile)
+		if err != nil {
+			return nil, err
+		}
+		chain, err := parseChain(data)
+		if err != nil {
+			return nil, err
+		}
+		leaf, err := x509.ParseCertificate(chain[0])
+		if err != nil {
+			return nil, err
+		}
+		return unsignable{leaf.PublicKey}, nil
+	}
+}
+
+type unsignable struct{ pub crypto.PublicKey }
+
+func (u unsignable) Public() crypto.PublicKey { return u.pub }
+func (u unsignable) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errors.New("certs: check only, no HSM key loaded")
+}
