@@ -3,6 +3,8 @@ package upstream
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -69,4 +71,25 @@ func BenchmarkProxy1KiBParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkStdlibReverseProxy1KiB is the reference: net/http/httputil's
+// ReverseProxy with the same keep-alive pool size, same upstream.
+func BenchmarkStdlibReverseProxy1KiB(b *testing.B) {
+	up := oneKiBUpstream(b)
+	target, _ := url.Parse(up.URL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
+	r := httptest.NewRequest("GET", "https://bench.test/", nil)
+	r.Header.Set("User-Agent", "bench")
+	w := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		clear(w.h)
+		rp.ServeHTTP(w, r)
+		if w.code != 200 {
+			b.Fatal(w.code)
+		}
+	}
 }

@@ -130,6 +130,7 @@ func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) 
 
 		req := *out
 		u := *out.URL
+		u.Scheme = p.scheme
 		u.Host = e.addr
 		req.URL = &u
 		e.outstanding.Add(1)
@@ -199,22 +200,26 @@ func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) 
 // outbound builds the upstream request: end-to-end headers, forwarding
 // headers, the request id and the route's header edits.
 func (p *Pool) outbound(ctx context.Context, r *http.Request, info *RequestInfo) *http.Request {
-	out := r.WithContext(ctx)
-	u := *r.URL
-	u.Scheme = p.scheme
-	out.URL = &u
+	out := r.WithContext(ctx) // URL is copied per attempt
 	out.RequestURI = ""
 	out.Close = false
 	out.Host = r.Host
-	h := make(http.Header, len(r.Header)+4)
+	h := make(http.Header, len(r.Header)+5)
 	copyEndToEnd(h, r.Header)
 	out.Header = h
+	// One backing array for the values set here: fewer allocations.
+	vals := make([]string, 0, 6)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		n := len(vals)
+		h[k] = vals[n-1 : n : n]
+	}
 	if hasToken(r.Header, "Te", "trailers") {
-		h["Te"] = []string{"trailers"}
+		set("Te", "trailers")
 	}
 	if up := upgradeType(r.Header); up != "" && strings.EqualFold(up, "websocket") {
-		h["Connection"] = []string{"Upgrade"}
-		h["Upgrade"] = []string{up}
+		set("Connection", "Upgrade")
+		set("Upgrade", up)
 	}
 
 	proto := info.Proto
@@ -230,31 +235,31 @@ func (p *Pool) outbound(ctx context.Context, r *http.Request, info *RequestInfo)
 	}
 	if info.TrustedPeer {
 		if prior := h[hdrXFF]; len(prior) > 0 && client != "" {
-			h[hdrXFF] = []string{strings.Join(prior, ", ") + ", " + client}
+			set(hdrXFF, strings.Join(prior, ", ")+", "+client)
 		} else if client != "" {
-			h[hdrXFF] = []string{client}
+			set(hdrXFF, client)
 		}
 		if len(h[hdrXFProto]) == 0 {
-			h[hdrXFProto] = []string{proto}
+			set(hdrXFProto, proto)
 		}
 		if len(h[hdrXFHost]) == 0 {
-			h[hdrXFHost] = []string{r.Host}
+			set(hdrXFHost, r.Host)
 		}
 	} else {
 		delete(h, hdrForwarded)
 		if client != "" {
-			h[hdrXFF] = []string{client}
+			set(hdrXFF, client)
 		} else {
 			delete(h, hdrXFF)
 		}
-		h[hdrXFProto] = []string{proto}
-		h[hdrXFHost] = []string{r.Host}
+		set(hdrXFProto, proto)
+		set(hdrXFHost, r.Host)
 	}
 	if info.RequestID != "" {
-		h[hdrRequestID] = []string{info.RequestID}
+		set(hdrRequestID, info.RequestID)
 	}
 	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = []string{""} // do not let net/http add Go's
+		set("User-Agent", "") // do not let net/http add Go's
 	}
 	info.RequestHeaders.Apply(h)
 	for _, x := range info.Extra {
