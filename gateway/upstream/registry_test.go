@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -209,4 +211,103 @@ func waitUntil(t testing.TB, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestReloadUnderTraffic swaps Sets 20 times, alternating two configs
+// (one upstream changes, one does not), while workers proxy requests
+// through whatever Set is current, as the gateway does. No request may
+// fail, and every retired pool must close.
+func TestReloadUnderTraffic(t *testing.T) {
+	a, b1, b2 := named(t, "a"), named(t, "b1"), named(t, "b2")
+	reg := NewRegistry(Deps{})
+	defer reg.Close()
+	docs := [2]string{
+		"upstreams:\n  - {name: a, endpoints: [" + addr(a) + "]}\n  - {name: b, endpoints: [" + addr(b1) + "]}\n",
+		"upstreams:\n  - {name: b, endpoints: [" + addr(b2) + "]}\n  - {name: a, endpoints: [" + addr(a) + "]}\n",
+	}
+	type snap struct {
+		set *Set
+		wg  sync.WaitGroup // requests using this snapshot
+	}
+	var cur atomic.Pointer[snap]
+	var mu sync.Mutex // orders Add against the retirement Wait
+	s0, err := reg.Update(parseUpstreams(t, docs[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Store(&snap{set: s0})
+	f := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		s := cur.Load()
+		s.wg.Add(1)
+		mu.Unlock()
+		defer s.wg.Done()
+		p, _ := s.set.Pool(strings.TrimPrefix(r.URL.Path, "/"))
+		if err := p.Proxy(w, r, &RequestInfo{RequestID: "r"}); err != nil {
+			WriteError(w, err, "r")
+		}
+	}))
+	defer f.Close()
+
+	const workers, perWorker = 4, 250
+	failures := make(chan string, workers*perWorker)
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < perWorker; j++ {
+				name := "a"
+				if j%2 == 1 {
+					name = "b"
+				}
+				res, err := f.Client().Get(f.URL + "/" + name)
+				if err != nil {
+					failures <- err.Error()
+					continue
+				}
+				body, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				if res.StatusCode != 200 || !strings.HasPrefix(string(body), name) {
+					failures <- res.Status + " " + string(body)
+				}
+			}
+		}()
+	}
+	var retired []*Pool
+	for i := 1; i <= 20; i++ {
+		s, err := reg.Update(parseUpstreams(t, docs[i%2]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		old := cur.Swap(&snap{set: s})
+		mu.Unlock()
+		if pb, _ := old.set.Pool("b"); pb != nil {
+			retired = append(retired, pb)
+		}
+		if pa, _ := old.set.Pool("a"); pa != mustPool(t, s, "a") {
+			t.Fatal("unchanged upstream a got a new pool on reload")
+		}
+		go func() {
+			old.wg.Wait()
+			old.set.Release()
+		}()
+	}
+	wg.Wait()
+	close(failures)
+	for f := range failures {
+		t.Errorf("request failed during reloads: %s", f)
+	}
+	for _, p := range retired {
+		waitUntil(t, p.closed.Load)
+	}
+}
+
+func mustPool(t testing.TB, s *Set, name string) *Pool {
+	p, ok := s.Pool(name)
+	if !ok {
+		t.Fatalf("no pool %q", name)
+	}
+	return p
 }
