@@ -272,3 +272,5 @@ routes:
 authz:
 `+authzYAML), os.Environ())
 }
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

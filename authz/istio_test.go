@@ -1,0 +1,122 @@
+package authz_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ztgate/ztgate/authz"
+	"github.com/ztgate/ztgate/configs"
+)
+
+func istioConfig(t *testing.T, dir string) (*configs.Config, error) {
+	t.Helper()
+	return configs.Parse("test.yaml", []byte(`
+listeners:
+  - name: public
+    address: "127.0.0.1:0"
+    tls: { names: [localhost] }
+routes:
+  - name: httpbin
+    direct_response: { status: 200 }
+    labels: { app: httpbin }
+  - name: other
+    direct_response: { status: 200 }
+authz:
+  policies_dir: `+dir+`
+`), os.Environ())
+}
+
+// TestIstioDocuments loads Istio's own AuthorizationPolicy YAML and
+// checks the walkthrough's behaviour through the engine.
+func TestIstioDocuments(t *testing.T) {
+	cfg, err := istioConfig(t, "istio/testdata/good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := authz.New(cfg, authz.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const principal = "testing@secure.istio.io/testing@secure.istio.io"
+	for _, tc := range []struct {
+		name   string
+		a      authz.Attributes
+		allow  bool
+		policy string
+	}{
+		{"no token is denied", authz.Attributes{Route: "httpbin", Path: "/ip", Method: "GET"}, false, ""},
+		{"health without token", authz.Attributes{Route: "httpbin", Path: "/healthz", Method: "GET"}, true, "require-jwt"},
+		{"token allows", authz.Attributes{Route: "httpbin", Path: "/ip", RequestPrincipal: principal}, true, "require-jwt"},
+		{"headers need group1", authz.Attributes{Route: "httpbin", Path: "/headers", RequestPrincipal: principal, Claims: map[string]any{"groups": []any{"group2"}}}, false, "deny-headers-without-group"},
+		{"headers with group1", authz.Attributes{Route: "httpbin", Path: "/headers", RequestPrincipal: principal, Claims: map[string]any{"groups": []any{"group1", "group2"}}}, true, "require-jwt"},
+		{"selector leaves other routes alone", authz.Attributes{Route: "other", Path: "/ip"}, true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := e.Decide(context.Background(), &tc.a)
+			if d.Allowed != tc.allow || d.Policy != tc.policy {
+				t.Errorf("got %v by %q (%s), want %v by %q", d.Allowed, d.Policy, d.Reason, tc.allow, tc.policy)
+			}
+		})
+	}
+	a := &authz.Attributes{Route: "other", Method: "DELETE", Path: "/admin/x", RemoteIP: mustAddr("192.0.2.1")}
+	d := e.Decide(context.Background(), a)
+	if !d.Allowed || len(d.Audit) != 1 || d.DryRun == nil || d.DryRun.Allowed || d.DryRun.Policy != "would-deny-delete" {
+		t.Errorf("AUDIT and dry-run from annotations: %+v %+v", d, d.DryRun)
+	}
+}
+
+// TestIstioBadDocuments: each file in istio/testdata/bad starts with
+// "# want: <error text>", the error its load must produce.
+func TestIstioBadDocuments(t *testing.T) {
+	files, _ := filepath.Glob("istio/testdata/bad/*.yaml")
+	if len(files) < 10 {
+		t.Fatalf("only %d bad documents", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, _, _ := bufio.NewReader(bytes.NewReader(data)).ReadLine()
+			want, ok := strings.CutPrefix(string(first), "# want: ")
+			if !ok {
+				t.Fatalf("%s does not start with # want:", f)
+			}
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := istioConfig(t, dir)
+			if err == nil {
+				_, err = authz.New(cfg, authz.Deps{})
+			}
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("error = %v\nwant it to contain %q", err, want)
+			}
+			if !strings.Contains(err.Error(), filepath.Base(f)) {
+				t.Errorf("error %q does not name the file", err)
+			}
+		})
+	}
+}
+
+func TestIstioNameClash(t *testing.T) {
+	dir := t.TempDir()
+	doc := "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: same}\nspec: {rules: [{}]}\n"
+	if err := os.WriteFile(filepath.Join(dir, "a.yaml"), []byte(doc+"---\n"+doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := istioConfig(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := authz.New(cfg, authz.Deps{}); err == nil || !strings.Contains(err.Error(), `policy "same" is already defined`) {
+		t.Fatalf("err = %v", err)
+	}
+}
