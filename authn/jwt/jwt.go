@@ -20,6 +20,7 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ztgate/ztgate/authn"
 	"github.com/ztgate/ztgate/configs"
@@ -34,6 +35,8 @@ type Authenticator struct {
 	global    []*provider            // providers with no routes: restriction
 	cache     *tokenCache
 	metrics   *metrics
+	cacheHit  prometheus.Counter
+	cacheMiss prometheus.Counter
 	releases  []func()
 	now       func() time.Time
 }
@@ -50,6 +53,7 @@ type provider struct {
 	forward   bool
 	outputs   []claimHeader
 	keys      keySource
+	ok        prometheus.Counter // ztgate_authn_jwt_total{provider, result="ok"}
 }
 
 type claimHeader struct {
@@ -70,6 +74,8 @@ func New(cfg *configs.Config, deps Deps) (*Authenticator, error) {
 		metrics: keys.metrics,
 		now:     time.Now,
 	}
+	a.cacheHit = a.metrics.cache.WithLabelValues("hit")
+	a.cacheMiss = a.metrics.cache.WithLabelValues("miss")
 	for i := range cfg.Authn.JWT {
 		pc := &cfg.Authn.JWT[i]
 		p, err := a.compile(pc, keys, deps.Offline)
@@ -105,6 +111,7 @@ func (a *Authenticator) compile(pc *configs.JWTProvider, keys *KeyCache, offline
 		maxBytes:  pc.MaxTokenBytes,
 		locations: compileLocations(pc),
 		forward:   pc.ForwardOriginalToken,
+		ok:        a.metrics.verifications.WithLabelValues(pc.Name, "ok"),
 	}
 	if p.maxBytes <= 0 {
 		p.maxBytes = configs.DefaultMaxTokenBytes
@@ -260,14 +267,14 @@ func (a *Authenticator) verifyCandidates(tok string, cands []candidate) (*authn.
 	if e, ok := a.cache.get(key, now); ok {
 		for _, c := range cands {
 			if c.prov == e.provider {
-				a.metrics.cache.WithLabelValues("hit").Inc()
-				a.metrics.verifications.WithLabelValues(e.provider.name, "ok").Inc()
+				a.cacheHit.Inc()
+				e.provider.ok.Inc()
 				return e.id, e.provider, nil
 			}
 		}
 	}
 	if a.cache != nil {
-		a.metrics.cache.WithLabelValues("miss").Inc()
+		a.cacheMiss.Inc()
 	}
 	hs, ps, _, err := splitToken(tok)
 	if err != nil {
@@ -304,7 +311,7 @@ func (a *Authenticator) verifyCandidates(tok string, cands []candidate) (*authn.
 	if until.After(now) {
 		a.cache.put(&cacheEntry{key: key, id: id, provider: p, until: until})
 	}
-	a.metrics.verifications.WithLabelValues(p.name, "ok").Inc()
+	p.ok.Inc()
 	return id, p, nil
 }
 

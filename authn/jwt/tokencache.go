@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/ztgate/ztgate/authn"
 )
@@ -48,7 +49,11 @@ func newTokenCache(size int) *tokenCache {
 	return c
 }
 
-func tokenKey(tok string) [32]byte { return sha256.Sum256([]byte(tok)) }
+// tokenKey hashes the token without copying it (sha256 neither keeps
+// nor modifies its input).
+func tokenKey(tok string) [32]byte {
+	return sha256.Sum256(unsafe.Slice(unsafe.StringData(tok), len(tok)))
+}
 
 func (c *tokenCache) get(k [32]byte, now time.Time) (*cacheEntry, bool) {
 	if c == nil {
