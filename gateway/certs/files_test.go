@@ -5,7 +5,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-
 )
 
 func filesConfig(storage string, pairs ...[2]string) string {
@@ -87,4 +86,3 @@ func TestFilesReload(t *testing.T) {
 		})
 	}
 }
-
