@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -190,9 +191,12 @@ func (m *Manager) newCertmagicConfig(issuers []certmagic.Issuer, ocsp bool) *cer
 		Storage:   m.fstore,
 		Issuers:   issuers,
 		KeySource: certmagic.StandardKeyGenerator{KeyType: certmagic.P256},
-		OCSP:      certmagic.OCSPConfig{DisableStapling: !ocsp},
-		OnEvent:   m.onEvent,
-		Logger:    newZapLogger(m.log),
+		// A proxy func makes certmagic use an OCSP client with a 30 s
+		// timeout instead of http.DefaultClient (none): stapling a files
+		// certificate runs inside Apply. It also honours HTTPS_PROXY.
+		OCSP:    certmagic.OCSPConfig{DisableStapling: !ocsp, HTTPProxy: http.ProxyFromEnvironment},
+		OnEvent: m.onEvent,
+		Logger:  newZapLogger(m.log),
 	})
 }
 
@@ -268,6 +272,18 @@ func (m *Manager) Apply(cfg *configs.Config) error {
 	}
 
 	// Files: cache the new certificates (a no-op for unchanged ones).
+	var cached []string
+	undoFiles := func() {
+		// Forget what this Apply cached that the live snapshot does not use.
+		var drop []string
+		cur := m.snap.Load()
+		for _, h := range cached {
+			if cur == nil || !cur.usesFileHash(h) {
+				drop = append(drop, h)
+			}
+		}
+		m.cache.Remove(drop)
+	}
 	for _, ls := range plan.listeners {
 		ls.fileHashes = map[string]bool{}
 		for _, fc := range plan.files[ls.name] {
@@ -282,8 +298,13 @@ func (m *Manager) Apply(cfg *configs.Config) error {
 			m.dropIfTagsDiffer(fc.cert, tags)
 			hash, err := cmcfg.CacheUnmanagedTLSCertificate(m.ctx, fc.cert, tags)
 			if err != nil {
+				undoFiles()
+				if len(newLocal) > 0 {
+					m.unmanage(newLocal, m.ca.IssuerKey())
+				}
 				return fmt.Errorf("%s: %s: %w", file, fc.key, err)
 			}
+			cached = append(cached, hash)
 			ls.fileHashes[hash] = true
 		}
 		if ls.source == SourceFiles && len(ls.names) == 0 {
