@@ -68,6 +68,7 @@ func TestIstioSamples(t *testing.T) {
 		{name: "minted", token: mintIstio(t, baseClaims()), want: 200, principal: "testing@secure.istio.io/alice"},
 		{name: "no token", want: 200},
 		{name: "tampered payload", token: tampered, want: 401, reason: ReasonBadSignature},
+		{name: "tampered signature", token: parts[0] + "." + parts[1] + "." + flip(parts[2]), want: 401, reason: ReasonBadSignature},
 		{name: "wrong issuer", token: mintIstio(t, claims(func(c map[string]any) { c["iss"] = "evil.example" })), want: 401, reason: ReasonBadIssuer},
 		{name: "expired", token: mintIstio(t, claims(func(c map[string]any) { c["exp"] = now.Add(-2 * time.Hour).Unix() })), want: 401, reason: ReasonExpired},
 		{name: "expired within skew", token: mintIstio(t, claims(func(c map[string]any) { c["exp"] = now.Add(-10 * time.Second).Unix() })), want: 200, principal: "testing@secure.istio.io/alice"},
@@ -360,4 +361,16 @@ authn:
 	if _, err := New(bad, Deps{Offline: true}); err == nil || !strings.Contains(err.Error(), "jwt[0] (corp)") {
 		t.Errorf("empty inline JWKS: %v", err)
 	}
+}
+
+// flip changes one character in the middle of a base64url segment.
+func flip(seg string) string {
+	b := []byte(seg)
+	i := len(b) / 2
+	if b[i] == 'A' {
+		b[i] = 'B'
+	} else {
+		b[i] = 'A'
+	}
+	return string(b)
 }

@@ -183,6 +183,18 @@ func TestJWKSIdPDown(t *testing.T) {
 			t.Fatalf("cached keys refused a valid token while the IdP is down: %v", err)
 		}
 	}
+	// The IdP comes back with an empty JWKS: refused, the good keys stay.
+	s.down.Store(false)
+	s.set(`{"keys":[]}`)
+	if _, err := a.Verify(mint(t, "RS256", istioKey(t), "newer-kid", baseClaims()), "details"); ReasonOf(err) != ReasonUnknownKey {
+		t.Fatalf("unknown kid with empty JWKS: %v", err)
+	}
+	if _, err := a.Verify(mintIstio(t, baseClaims()), "details"); err != nil {
+		t.Fatalf("an empty JWKS replaced the good keys: %v", err)
+	}
+	if got := value(keys.metrics.fetches.WithLabelValues(uri, "error")); got != 2 {
+		t.Errorf("failed fetches %v, want 2", got)
+	}
 	if err := keys.Ready(); err != nil {
 		t.Errorf("Ready with last good keys: %v", err)
 	}

@@ -24,7 +24,7 @@ type ca struct {
 
 var serial int64 = 100
 
-func newCA(t *testing.T, td string) *ca {
+func newCA(t testing.TB, td string) *ca {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	serial++
@@ -47,7 +47,7 @@ func newCA(t *testing.T, td string) *ca {
 }
 
 // leaf issues a client certificate with the given URI SANs.
-func (c *ca) leaf(t *testing.T, cn string, uris ...string) tls.Certificate {
+func (c *ca) leaf(t testing.TB, cn string, uris ...string) tls.Certificate {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	serial++
@@ -74,7 +74,7 @@ func (c *ca) leaf(t *testing.T, cn string, uris ...string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
-func (c *ca) writePEM(t *testing.T, dir, name string) string {
+func (c *ca) writePEM(t testing.TB, dir, name string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.cert.Raw}), 0o600); err != nil {
@@ -84,7 +84,7 @@ func (c *ca) writePEM(t *testing.T, dir, name string) string {
 }
 
 // writeCertKey writes a client certificate and key as PEM files (for curl).
-func writeCertKey(t *testing.T, dir, name string, c tls.Certificate) (certFile, keyFile string) {
+func writeCertKey(t testing.TB, dir, name string, c tls.Certificate) (certFile, keyFile string) {
 	t.Helper()
 	certFile = filepath.Join(dir, name+".pem")
 	keyFile = filepath.Join(dir, name+".key")

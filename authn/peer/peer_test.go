@@ -92,7 +92,7 @@ type pki struct {
 	org, other          *ca
 }
 
-func newPKI(t *testing.T) *pki {
+func newPKI(t testing.TB) *pki {
 	p := &pki{dir: t.TempDir()}
 	p.org = newCA(t, "example.org")
 	p.other = newCA(t, "example.org") // same trust domain, not trusted
