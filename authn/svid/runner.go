@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -148,7 +149,10 @@ func (l wlLogger) Debugf(format string, args ...any) {
 func (l wlLogger) Infof(format string, args ...any) { l.Debugf(format, args...) }
 func (l wlLogger) Warnf(format string, args ...any) { l.Debugf(format, args...) }
 func (l wlLogger) Errorf(format string, args ...any) {
-	if l.r.ctx.Err() != nil {
+	// Only a failed watch is reported here; parse errors reach the
+	// watcher and a cancelled watch is reported by watchWorkloadAPI.
+	if l.r.ctx.Err() != nil || !strings.HasPrefix(format, "Failed to watch") {
+		l.Debugf(format, args...)
 		return
 	}
 	l.r.s.sourceError(l.r, "unavailable", fmt.Errorf("workload API %s: %s", l.r.addr, fmt.Sprintf(format, args...)))
