@@ -23,7 +23,5 @@ const (
 	LogEndpoint = "endpoint"
 	LogReason   = "reason"
 	LogError    = "error"
-	LogRequest  = "request_id"
-	LogRoute    = "route"
 	LogHealthy  = "healthy"
 )

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -130,6 +131,51 @@ var publicMessage = map[Kind]string{
 	KindUpgrade:        "upstream upgrade failed",
 }
 
+// PublicMessage is the short fixed text the client may see for err (no
+// cause, no address): "upstream connect error", "no healthy upstream",
+// "upstream request timeout", ...
+func PublicMessage(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		if m, ok := publicMessage[e.Kind]; ok {
+			return m
+		}
+		if e.Kind == KindClientGone {
+			return "client closed request"
+		}
+	}
+	return "upstream error"
+}
+
+// Reason is the failure's Kind as spelled in logs and metrics
+// (connect_failure, timeout, ...), or "upstream_error" for other errors.
+func Reason(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind.String()
+	}
+	return "upstream_error"
+}
+
+// HeadersSent reports whether the response was already under way when
+// err happened: then no error status can be written, only an abort.
+func HeadersSent(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.HeadersSent
+}
+
+// LogValue logs an Error as a group of the documented fields.
+func (e *Error) LogValue() slog.Value {
+	attrs := []slog.Attr{slog.String(LogUpstream, e.Upstream), slog.String(LogReason, e.Kind.String())}
+	if e.Endpoint != "" {
+		attrs = append(attrs, slog.String(LogEndpoint, e.Endpoint))
+	}
+	if e.Err != nil {
+		attrs = append(attrs, slog.String(LogError, e.Err.Error()))
+	}
+	return slog.GroupValue(attrs...)
+}
+
 // WriteError answers the client for an error returned by Proxy: the
 // status from Status and a short fixed body with the request id, never
 // the cause. When the error says HeadersSent, the response is already
@@ -151,12 +197,7 @@ func WriteError(w http.ResponseWriter, err error, requestID string) {
 		}
 	}
 	status := Status(err)
-	msg := "bad gateway"
-	if e != nil {
-		if m, ok := publicMessage[e.Kind]; ok {
-			msg = m
-		}
-	}
+	msg := PublicMessage(err)
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -221,26 +262,4 @@ func isTimeout(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// PublicMessage is the fixed client-facing text for an error from Proxy
-// (never the cause); "upstream error" for anything else.
-func PublicMessage(err error) string {
-	var e *Error
-	if errors.As(err, &e) {
-		if m, ok := publicMessage[e.Kind]; ok {
-			return m
-		}
-	}
-	return "upstream error"
-}
-
-// Reason is the log and metric reason for an error from Proxy, e.g.
-// "connect_failure"; "upstream_error" for anything else.
-func Reason(err error) string {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Kind.String()
-	}
-	return "upstream_error"
 }

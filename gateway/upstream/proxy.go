@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -174,7 +175,7 @@ func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) 
 			if next = p.pick(tried); next != nil {
 				drain(res.Body)
 				e.outstanding.Add(-1)
-				p.metrics.retries.WithLabelValues(p.name, res.Status[:3]).Inc()
+				p.metrics.retries.WithLabelValues(p.name, strconv.Itoa(res.StatusCode)).Inc()
 				continue
 			}
 		}

@@ -684,6 +684,9 @@ func TestStatusMapping(t *testing.T) {
 			}
 			rec := httptest.NewRecorder()
 			WriteError(rec, err, "abc")
+			if Reason(err) != tc.kind.String() || strings.Contains(PublicMessage(err), "secret") {
+				t.Fatalf("Reason %q PublicMessage %q", Reason(err), PublicMessage(err))
+			}
 			if tc.kind == KindClientGone {
 				if rec.Body.Len() != 0 {
 					t.Fatal("wrote to a client that is gone")
