@@ -2,12 +2,12 @@ package svid
 
 import (
 	"os"
-
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ztgate/ztgate/configs"
 )
