@@ -222,6 +222,7 @@ func (e *tunnelEnv) fetch(t *testing.T, url string, limit time.Duration) bool {
 const detectionOff = "  tunneling: {mode: off, refuse_types: [none]}\n  rate_limit: {qps: -1}\n"
 
 func TestRealIodine(t *testing.T) {
+	t.Parallel()
 	needTunnelTools(t)
 	for _, c := range []struct {
 		name, tunneling string
@@ -297,6 +298,7 @@ func TestRealIodine(t *testing.T) {
 }
 
 func TestRealDNS2TCP(t *testing.T) {
+	t.Parallel()
 	needTunnelTools(t)
 	for _, c := range []struct {
 		name, tunneling string
