@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -45,6 +46,7 @@ type server struct {
 	srv    *httptest.Server
 	caFile string // the server certificate, for curl --cacert
 	log    syncBuf
+	tlsLog syncBuf // http.Server.ErrorLog: handshake failures
 	served atomic.Int64
 }
 
@@ -74,6 +76,7 @@ func startServer(t *testing.T, mode Mode, bundles *configs.PeerAuthentication) *
 		logger.Info("access", authn.LogFieldPrincipal, principal, "path", r.URL.Path)
 		json.NewEncoder(w).Encode(map[string]string{"principal": principal, "xfcc": xfcc})
 	}))
+	s.srv.Config.ErrorLog = stdlog.New(&s.tlsLog, "", 0)
 	s.srv.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 	settings.Apply(s.srv.TLS)
 	s.srv.StartTLS()
@@ -116,7 +119,7 @@ func curl(t *testing.T, s *server, certKey ...string) (string, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("%v: %s", err, stderr.String())
+		return string(out), fmt.Errorf("%w: %s", err, stderr.String())
 	}
 	return string(out), nil
 }
@@ -153,6 +156,15 @@ func TestModesWithCurl(t *testing.T) {
 				}
 				if s.served.Load() != 0 {
 					t.Fatalf("the handler ran for a refused client")
+				}
+				// The refusal happens in the handshake (curl sees an alert
+				// or a reset), and the server logs why.
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || (ee.ExitCode() != 35 && ee.ExitCode() != 55 && ee.ExitCode() != 56) {
+					t.Errorf("curl error %v is not a TLS-level failure", err)
+				}
+				if !strings.Contains(s.tlsLog.String(), "TLS handshake error") {
+					t.Errorf("server log %q does not show the refused handshake", s.tlsLog.String())
 				}
 				return
 			}
