@@ -251,3 +251,18 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkReadGoHello(b *testing.B) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "hello-go.bin"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(raw)))
+	r := bytes.NewReader(raw)
+	for b.Loop() {
+		r.Reset(raw)
+		if _, err := Read(r, 16384); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
