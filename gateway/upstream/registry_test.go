@@ -311,3 +311,40 @@ func mustPool(t testing.TB, s *Set, name string) *Pool {
 	}
 	return p
 }
+
+func TestRegistryKeepsIdleConnections(t *testing.T) {
+	var mu sync.Mutex
+	peers := map[string]bool{}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		peers[r.RemoteAddr] = true
+		mu.Unlock()
+	}))
+	defer up.Close()
+	reg := NewRegistry(Deps{})
+	defer reg.Close()
+	doc := "upstreams:\n  - {name: a, endpoints: [" + addr(up) + "]}\n"
+	proxyOnce := func(s *Set) {
+		rec := httptest.NewRecorder()
+		if err := mustPool(t, s, "a").Proxy(rec, httptest.NewRequest("GET", "/", nil), &RequestInfo{}); err != nil || rec.Code != 200 {
+			t.Fatalf("%v %d", err, rec.Code)
+		}
+	}
+	s1, err := reg.Update(parseUpstreams(t, doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxyOnce(s1)
+	s2, err := reg.Update(parseUpstreams(t, doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1.Release()
+	proxyOnce(s2)
+	s2.Release()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(peers) != 1 {
+		t.Fatalf("the reload dropped the idle connection: upstream saw %v", peers)
+	}
+}
