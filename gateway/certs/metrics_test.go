@@ -1,6 +1,8 @@
 package certs
 
 import (
+	"encoding/json"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,5 +62,19 @@ func TestExpiryMetric(t *testing.T) {
 				t.Fatalf("expiry = %v (present %v), want %d", got, ok, leaf.NotAfter.Unix())
 			}
 		})
+	}
+}
+
+func TestStatusHandler(t *testing.T) {
+	m := newManager(t, parseConfig(t, localCAConfig(t.TempDir(), "localhost")), Deps{})
+	rec := httptest.NewRecorder()
+	m.StatusHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/certificates", nil))
+	var rows []CertStatus
+	if err := json.Unmarshal(rec.Body.Bytes(), &rows); err != nil {
+		t.Fatalf("%v: %s", err, rec.Body)
+	}
+	if len(rows) != 1 || !rows[0].Ready || rows[0].Listener != "public" || rows[0].Name != "localhost" ||
+		rows[0].Source != "local_ca" || rows[0].Issuer != "CN=test local CA,O=ztgate" || rows[0].NotAfter.IsZero() {
+		t.Fatalf("status = %+v", rows)
 	}
 }
