@@ -23,7 +23,18 @@ type PeerAuthentication struct {
 	Mode string `mapstructure:"mode" json:"mode"`
 	// TrustBundles verify client certificates, per SPIFFE trust domain.
 	TrustBundles []TrustBundle `mapstructure:"trust_bundles" json:"trust_bundles,omitempty"`
+	// ForwardClientCert is what upstreams receive in
+	// X-Forwarded-Client-Cert, as Envoy's forward_client_cert_details:
+	// SANITIZE (default: the client's header is removed, none is sent) or
+	// SANITIZE_SET (removed, then set to the verified peer's certificate).
+	ForwardClientCert string `mapstructure:"forward_client_cert" json:"forward_client_cert,omitempty"`
 }
+
+// X-Forwarded-Client-Cert handling (listeners[].peer_authentication.forward_client_cert).
+const (
+	XFCCSanitize    = "SANITIZE"
+	XFCCSanitizeSet = "SANITIZE_SET"
+)
 
 // TrustBundle is a PEM file of CA certificates for one trust domain.
 type TrustBundle struct {
@@ -35,10 +46,14 @@ func (p *PeerAuthentication) setDefaults() {
 	if p.Mode == "" {
 		p.Mode = PeerDisable
 	}
+	if p.ForwardClientCert == "" {
+		p.ForwardClientCert = XFCCSanitize
+	}
 }
 
 func (p *PeerAuthentication) validate(v *validator, c *Config) {
 	v.oneOf("mode", p.Mode, PeerStrict, PeerPermissive, PeerDisable)
+	v.oneOf("forward_client_cert", p.ForwardClientCert, XFCCSanitize, XFCCSanitizeSet)
 	for i, b := range p.TrustBundles {
 		bv := v.index("trust_bundles", i)
 		if _, err := spiffeid.TrustDomainFromString(b.TrustDomain); err != nil {

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -257,4 +258,19 @@ func (c chain) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle
 		first = fmt.Errorf("no bundle for trust domain %q", td.Name())
 	}
 	return nil, first
+}
+
+// XFCCHeader is Envoy's client-certificate header.
+const XFCCHeader = "X-Forwarded-Client-Cert"
+
+// ForwardClientCert applies forward_client_cert to the request headers
+// sent upstream: the client's own XFCC is always removed (an edge trusts
+// no client's claim about certificates); with SANITIZE_SET and a verified
+// peer, the header is set to the peer's certificate, By naming the
+// gateway's own SPIFFE ID (may be empty).
+func ForwardClientCert(h http.Header, mode string, p *authn.Peer, by string) {
+	h.Del(XFCCHeader)
+	if mode == configs.XFCCSanitizeSet && p != nil {
+		h.Set(XFCCHeader, p.XFCC(by))
+	}
 }

@@ -312,3 +312,22 @@ func TestFromConfig(t *testing.T) {
 		t.Error("PERMISSIVE without any bundle source accepted")
 	}
 }
+
+func TestForwardClientCert(t *testing.T) {
+	pr := &authn.Peer{SPIFFEID: "spiffe://example.org/ns/a/sa/b", CertSHA256: "00", Subject: "CN=b"}
+	for _, tc := range []struct {
+		mode string
+		peer *authn.Peer
+		want string
+	}{
+		{configs.XFCCSanitize, pr, ""},
+		{configs.XFCCSanitizeSet, nil, ""},
+		{configs.XFCCSanitizeSet, pr, `By=spiffe://gw/x;Hash=00;Subject="CN=b";URI=spiffe://example.org/ns/a/sa/b`},
+	} {
+		h := http.Header{XFCCHeader: {"By=forged;URI=spiffe://example.org/ns/admin/sa/root"}}
+		ForwardClientCert(h, tc.mode, tc.peer, "spiffe://gw/x")
+		if got := h.Values(XFCCHeader); len(got) > 1 || h.Get(XFCCHeader) != tc.want {
+			t.Errorf("%s peer=%v: %q, want %q", tc.mode, tc.peer != nil, got, tc.want)
+		}
+	}
+}
