@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -219,6 +220,9 @@ func FromConfig(pa configs.PeerAuthentication, workload x509bundle.Source) (*TLS
 	mode, err := ParseMode(pa.Mode)
 	if err != nil {
 		return nil, err
+	}
+	if v := reflect.ValueOf(workload); workload != nil && v.Kind() == reflect.Pointer && v.IsNil() {
+		workload = nil // a nil *svid.Source when identity: is not configured
 	}
 	if mode == Disable {
 		return ServerTLS(mode, nil)

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -32,12 +33,21 @@ import (
 const gatewayID = "spiffe://example.org/ns/ztgate/sa/gateway"
 
 type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu    sync.Mutex
+	b     bytes.Buffer
+	once  sync.Once
+	wrote chan struct{} // closed by the first Write
 }
 
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func newSyncBuf() *syncBuf { return &syncBuf{wrote: make(chan struct{})} }
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.once.Do(func() { close(s.wrote) })
+	return s.b.Write(p)
+}
+func (s *syncBuf) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // server is a small HTTPS server using the peer settings the way the
 // gateway does: Apply on the listener's tls.Config, FromConnectionState
@@ -45,8 +55,8 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 type server struct {
 	srv    *httptest.Server
 	caFile string // the server certificate, for curl --cacert
-	log    syncBuf
-	tlsLog syncBuf // http.Server.ErrorLog: handshake failures
+	log    *syncBuf
+	tlsLog *syncBuf // http.Server.ErrorLog: handshake failures
 	served atomic.Int64
 }
 
@@ -60,8 +70,8 @@ func startServer(t *testing.T, mode Mode, bundles *configs.PeerAuthentication) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{}
-	logger := slog.New(slog.NewJSONHandler(&s.log, nil))
+	s := &server{log: newSyncBuf(), tlsLog: newSyncBuf()}
+	logger := slog.New(slog.NewJSONHandler(s.log, nil))
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.served.Add(1)
 		p, err := FromConnectionState(r.TLS)
@@ -76,7 +86,7 @@ func startServer(t *testing.T, mode Mode, bundles *configs.PeerAuthentication) *
 		logger.Info("access", authn.LogFieldPrincipal, principal, "path", r.URL.Path)
 		json.NewEncoder(w).Encode(map[string]string{"principal": principal, "xfcc": xfcc})
 	}))
-	s.srv.Config.ErrorLog = stdlog.New(&s.tlsLog, "", 0)
+	s.srv.Config.ErrorLog = stdlog.New(s.tlsLog, "", 0)
 	s.srv.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 	settings.Apply(s.srv.TLS)
 	s.srv.StartTLS()
@@ -162,6 +172,10 @@ func TestModesWithCurl(t *testing.T) {
 				var ee *exec.ExitError
 				if !errors.As(err, &ee) || (ee.ExitCode() != 35 && ee.ExitCode() != 55 && ee.ExitCode() != 56) {
 					t.Errorf("curl error %v is not a TLS-level failure", err)
+				}
+				select { // the server logs after it sent the alert
+				case <-s.tlsLog.wrote:
+				case <-time.After(10 * time.Second):
 				}
 				if !strings.Contains(s.tlsLog.String(), "TLS handshake error") {
 					t.Errorf("server log %q does not show the refused handshake", s.tlsLog.String())
@@ -307,6 +321,10 @@ func TestFromConfig(t *testing.T) {
 	}
 	if d, err := FromConfig(configs.PeerAuthentication{Mode: "DISABLE"}, nil); err != nil || d.ClientAuth() != tls.NoClientCert {
 		t.Errorf("DISABLE: %v", err)
+	}
+	var typedNil *x509bundle.Set
+	if _, err := FromConfig(configs.PeerAuthentication{Mode: "PERMISSIVE"}, typedNil); err == nil {
+		t.Error("PERMISSIVE with a typed-nil bundle source accepted")
 	}
 	if _, err := FromConfig(configs.PeerAuthentication{Mode: "PERMISSIVE"}, nil); err == nil {
 		t.Error("PERMISSIVE without any bundle source accepted")
