@@ -31,6 +31,13 @@ func TestApplyRefuses(t *testing.T) {
       names: [localhost]
       acme: { directory: "https://127.0.0.1:1/dir", ca_root: %s }
 `, caRoot), `test.yaml: listeners[1].tls.names[0]: "localhost" is also served by listeners[0] with another certificate source`},
+		{"acme wildcard", localCAConfig(storage, "localhost") + fmt.Sprintf(`
+  - name: acme
+    address: "127.0.0.1:9443"
+    tls:
+      names: ["*.wild.ztgate.test"]
+      acme: { directory: "https://127.0.0.1:1/dir", ca_root: %s }
+`, caRoot), `test.yaml: listeners[1].tls.names[0]: "*.wild.ztgate.test": ACME issues wildcard certificates only with the DNS-01 challenge`},
 		{"acme ca_root without certificates", localCAConfig(storage, "localhost") + fmt.Sprintf(`
   - name: acme
     address: "127.0.0.1:9443"

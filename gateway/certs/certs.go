@@ -495,7 +495,11 @@ func (m *Manager) plan(cfg *configs.Config, dry bool) (*plan, error) {
 				p.acmeByKey[ak] = a
 				p.acme = append(p.acme, a)
 			}
-			for _, n := range ls.names {
+			for j, n := range ls.names {
+				if strings.HasPrefix(n, "*.") {
+					errs = append(errs, fmt.Errorf("%s.names[%d]: %q: ACME issues wildcard certificates only with the DNS-01 challenge, which ztgate does not support (use files or the local CA for wildcards)", key, j, n))
+					continue
+				}
 				a.want[n] = true
 			}
 			ls.acme = a
