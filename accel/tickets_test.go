@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -188,4 +189,15 @@ func FuzzParseTicketKeys(f *testing.F) {
 			t.Fatalf("%d keys without error", len(keys))
 		}
 	})
+}
+
+func TestTicketsCloseStopsRotation(t *testing.T) {
+	before := runtime.NumGoroutine()
+	tk, err := NewTickets(configs.AccelSessions{Rotation: time.Minute}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.Close()
+	tk.Close() // idempotent
+	waitGoroutines(t, before)
 }
