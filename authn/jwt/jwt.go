@@ -223,7 +223,7 @@ func (a *Authenticator) Authenticate(r *http.Request, route string) (*authn.Iden
 			return nil, a.count(nil, fail(ReasonMultiple, "", "tokens found in %s and %s", cands[0].loc, c.loc))
 		}
 	}
-	id, p, err := a.verifyCandidates(tok, cands)
+	id, p, err := a.verifyCandidates(r.Context(), tok, cands)
 	if err != nil {
 		return nil, err
 	}
@@ -250,11 +250,11 @@ func (a *Authenticator) Verify(tok, route string) (*authn.Identity, error) {
 	if len(cands) == 0 {
 		return nil, fail(ReasonUnknownIssuer, "", "no JWT provider applies to route %q", route)
 	}
-	id, _, err := a.verifyCandidates(tok, cands)
+	id, _, err := a.verifyCandidates(context.Background(), tok, cands)
 	return id, err
 }
 
-func (a *Authenticator) verifyCandidates(tok string, cands []candidate) (*authn.Identity, *provider, error) {
+func (a *Authenticator) verifyCandidates(ctx context.Context, tok string, cands []candidate) (*authn.Identity, *provider, error) {
 	limit := 0
 	for _, c := range cands {
 		limit = max(limit, c.prov.maxBytes)
@@ -304,7 +304,7 @@ func (a *Authenticator) verifyCandidates(tok string, cands []candidate) (*authn.
 	if len(tok) > p.maxBytes {
 		return nil, nil, a.count(p, fail(ReasonTooLarge, p.name, "%d bytes (limit %d)", len(tok), p.maxBytes))
 	}
-	id, until, verr := p.verify(tok, hd, now)
+	id, until, verr := p.verify(ctx, tok, hd, now)
 	if verr != nil {
 		return nil, nil, a.count(p, verr)
 	}
@@ -340,7 +340,7 @@ func (a *Authenticator) count(p *provider, err *Error) *Error {
 
 // verify checks the signature and the registered claims. It returns the
 // identity and the time until which it may be cached (exp, or zero).
-func (p *provider) verify(tok string, hd header, now time.Time) (*authn.Identity, time.Time, *Error) {
+func (p *provider) verify(ctx context.Context, tok string, hd header, now time.Time) (*authn.Identity, time.Time, *Error) {
 	alg, ok := p.algs[hd.Alg]
 	if !ok {
 		return nil, time.Time{}, fail(ReasonAlgNotAllowed, p.name, "alg %q is not allowed for this issuer", clip(hd.Alg))
@@ -356,7 +356,7 @@ func (p *provider) verify(tok string, hd header, now time.Time) (*authn.Identity
 	if len(keys) == 0 {
 		// Unknown kid, or no keys yet: one rate-limited refetch, shared by
 		// every request that asks while it runs.
-		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+		ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 		fresh, refetched := p.keys.refetch(ctx)
 		cancel()
 		if refetched && fresh != nil {

@@ -319,12 +319,19 @@ func (r *remote) refetch(ctx context.Context) (*keySet, bool) {
 	r.inflight = ch
 	r.mu.Unlock()
 
-	_, _ = r.fetch() // outcome is logged and counted by fetch
-
-	r.mu.Lock()
-	r.inflight = nil
-	r.mu.Unlock()
-	close(ch)
+	// The fetch runs on its own so that a caller whose request ends stops
+	// waiting without cancelling the fetch for the others.
+	go func() {
+		_, _ = r.fetch() // the outcome is logged and counted by fetch
+		r.mu.Lock()
+		r.inflight = nil
+		r.mu.Unlock()
+		close(ch)
+	}()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
 	return r.keys.Load(), true
 }
 
