@@ -36,5 +36,15 @@ vet:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
+## bench: the full comparison with nginx, haproxy, caddy (about 15 min); writes bench/results/REPORT.md.
+bench: deps build
+	$(GO) build -o bin/hsload ./bench/cmd/hsload
+	$(GO) run ./bench/cmd/zbench -rounds 3 -d 10s
+
+## bench-quick: a 2-minute subset (one round, short runs).
+bench-quick: deps build
+	$(GO) build -o bin/hsload ./bench/cmd/hsload
+	$(GO) run ./bench/cmd/zbench -rounds 1 -d 3s -warmup 1s -out bench/results/quick
+
 clean:
 	rm -rf bin

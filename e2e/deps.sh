@@ -33,4 +33,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 GOBIN=$(go env GOPATH)/bin
 [ -x "$GOBIN/h2spec" ] || GOFLAGS= go install github.com/summerwind/h2spec/cmd/h2spec@latest
+# Peers for bench/ (and its smoke test in make test): newest releases.
+[ -x "$GOBIN/caddy" ] || GOFLAGS= go install github.com/caddyserver/caddy/v2/cmd/caddy@latest
 echo "deps: ok"
