@@ -30,7 +30,12 @@ type Upstream struct {
 
 	ConnectTimeout  time.Duration `mapstructure:"connect_timeout" json:"connect_timeout"`
 	ResponseTimeout time.Duration `mapstructure:"response_timeout" json:"response_timeout"`
-	IdleConnTimeout time.Duration `mapstructure:"idle_conn_timeout" json:"idle_conn_timeout"`
+	// StreamIdleTimeout bounds the wait for the next bytes of a response
+	// body once the headers arrived (default 5m, as Envoy's
+	// stream_idle_timeout), so a stalled upstream cannot hold a request
+	// forever.
+	StreamIdleTimeout time.Duration `mapstructure:"stream_idle_timeout" json:"stream_idle_timeout"`
+	IdleConnTimeout   time.Duration `mapstructure:"idle_conn_timeout" json:"idle_conn_timeout"`
 	// MaxIdleConns per endpoint; size it to the expected concurrency.
 	MaxIdleConns int `mapstructure:"max_idle_conns" json:"max_idle_conns"`
 	// MaxConnectionAge recycles pooled connections after this time, so
@@ -113,6 +118,9 @@ func (u *Upstream) setDefaults() {
 	if u.ResponseTimeout == 0 {
 		u.ResponseTimeout = 60 * time.Second
 	}
+	if u.StreamIdleTimeout == 0 {
+		u.StreamIdleTimeout = 5 * time.Minute
+	}
 	if u.IdleConnTimeout == 0 {
 		u.IdleConnTimeout = 90 * time.Second
 	}
@@ -184,7 +192,8 @@ func (u *Upstream) validate(v *validator) {
 	v.oneOf("load_balancing", u.LoadBalancing, LBRoundRobin, LBLeastRequests)
 	for key, d := range map[string]time.Duration{
 		"connect_timeout": u.ConnectTimeout, "response_timeout": u.ResponseTimeout,
-		"idle_conn_timeout": u.IdleConnTimeout, "max_connection_age": u.MaxConnectionAge,
+		"stream_idle_timeout": u.StreamIdleTimeout,
+		"idle_conn_timeout":   u.IdleConnTimeout, "max_connection_age": u.MaxConnectionAge,
 	} {
 		if d < 0 {
 			v.addf(key, "%s must not be negative", d)

@@ -45,6 +45,8 @@ type RequestInfo struct {
 	Status   int    // the upstream's status, 0 if none
 }
 
+var errStreamIdle = errors.New("no response bytes within stream_idle_timeout")
+
 // idempotent methods may be retried (RFC 9110 9.2.2).
 func idempotent(m string) bool {
 	switch m {
@@ -92,6 +94,9 @@ func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) 
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	// One timer serves both phases: up to the response headers it is the
+	// route/response timeout; while the body streams it is
+	// stream_idle_timeout, reset after every read.
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(timeout, func() {
 		timedOut.Store(true)
@@ -190,7 +195,19 @@ func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) 
 		if res.StatusCode == http.StatusSwitchingProtocols {
 			perr = p.upgraded(w, res, e)
 		} else {
-			perr = p.respond(w, res, info, e)
+			idle := p.cfg.StreamIdleTimeout
+			if idle > 0 {
+				timer.Reset(idle)
+			}
+			perr = p.respond(w, res, info, e, r.Context(), func() {
+				if idle > 0 {
+					timer.Reset(idle)
+				}
+			})
+			var pe *Error
+			if timedOut.Load() && errors.As(perr, &pe) && pe.Kind == KindAborted {
+				pe.Kind, pe.Err = KindTimeout, errStreamIdle
+			}
 		}
 		e.outstanding.Add(-1)
 		p.duration.Observe(time.Since(start).Seconds())
@@ -277,7 +294,7 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 
 // respond streams res to the client. Responses of unknown length and
 // event streams are flushed after every read, so streaming works.
-func (p *Pool) respond(w http.ResponseWriter, res *http.Response, info *RequestInfo, e *endpoint) error {
+func (p *Pool) respond(w http.ResponseWriter, res *http.Response, info *RequestInfo, e *endpoint, client context.Context, progress func()) error {
 	defer res.Body.Close()
 	h := w.Header()
 	copyEndToEnd(h, res.Header)
@@ -303,6 +320,7 @@ func (p *Pool) respond(w http.ResponseWriter, res *http.Response, info *RequestI
 	for {
 		n, rerr := res.Body.Read(buf)
 		if n > 0 {
+			progress()
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return &Error{Kind: KindClientGone, Upstream: p.name, Endpoint: e.addr, HeadersSent: true, Err: werr}
 			}
@@ -317,7 +335,7 @@ func (p *Pool) respond(w http.ResponseWriter, res *http.Response, info *RequestI
 		}
 		if rerr != nil {
 			kind := KindAborted
-			if res.Request != nil && res.Request.Context().Err() != nil && !errors.Is(rerr, io.ErrUnexpectedEOF) {
+			if client.Err() != nil {
 				kind = KindClientGone
 			}
 			if kind == KindAborted {

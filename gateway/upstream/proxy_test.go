@@ -784,3 +784,32 @@ func TestAbortedBodyIsNotComplete(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+func TestStreamIdleTimeout(t *testing.T) {
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "start")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer up.Close()
+	defer close(release)
+	errs := make(chan error, 1)
+	u := parseUpstream(t, "stall", []string{addr(up)}, "    stream_idle_timeout: 50ms\n")
+	f := front(t, newPool(t, u, Deps{}), nil, errs)
+	res, err := f.Client().Get(f.URL)
+	if err == nil {
+		_, err = io.ReadAll(res.Body)
+		res.Body.Close()
+	}
+	if err == nil {
+		t.Fatal("a stalled body ended as if complete")
+	}
+	var e *Error
+	if err := <-errs; !errors.As(err, &e) || e.Kind != KindTimeout || !e.HeadersSent {
+		t.Fatalf("%v", err)
+	}
+}
