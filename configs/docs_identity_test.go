@@ -93,6 +93,12 @@ func TestIdentityConfig(t *testing.T) {
 		{"short watch", "identity:\n  workload_api: unix:///run/a.sock\n  watch_interval: 1ms\n", "identity.watch_interval: 1ms is too short"},
 		{"bad backoff", "identity:\n  workload_api: unix:///run/a.sock\n  backoff: {initial: 10s, max: 1s}\n", "identity.backoff: initial (10s) must be positive and max (1s) at least initial"},
 		{"typo", "identity:\n  workload_apl: unix:///run/a.sock\n", "workload_apl"},
+		{"federation web", "identity:\n  workload_api: unix:///run/a.sock\n  federation:\n    - {trust_domain: partner.org, bundle_endpoint_url: \"https://spire.partner.org:8443\"}\n", ""},
+		{"federation http", "identity:\n  federation:\n    - {trust_domain: partner.org, bundle_endpoint_url: \"http://spire.partner.org\"}\n", "identity.federation[0].bundle_endpoint_url: \"http://spire.partner.org\" must be an https:// URL"},
+		{"federation spiffe without id", "identity:\n  federation:\n    - {trust_domain: partner.org, bundle_endpoint_url: \"https://spire.partner.org\", profile: https_spiffe}\n", "identity.federation[0].endpoint_spiffe_id: \"\" is not a SPIFFE ID"},
+		{"federation bad profile", "identity:\n  federation:\n    - {trust_domain: partner.org, bundle_endpoint_url: \"https://spire.partner.org\", profile: spiffe}\n", "identity.federation[0].profile: \"spiffe\" is not valid (use one of: https_web, https_spiffe)"},
+		{"federation duplicate", "identity:\n  federation:\n    - {trust_domain: partner.org, bundle_endpoint_url: \"https://a.partner.org\"}\n    - {trust_domain: partner.org, bundle_endpoint_url: \"https://b.partner.org\"}\n", "identity.federation[1].trust_domain: \"partner.org\" is already listed at federation[0]"},
+		{"federation short refresh", "identity:\n  federation:\n    - {trust_domain: partner.org, bundle_endpoint_url: \"https://a.partner.org\", refresh_interval: 10ms}\n", "identity.federation[0].refresh_interval: 10ms is too short"},
 		{"spiffe upstream without svid", spiffeUpstream, "identity: upstream \"details\" verifies by SPIFFE ID and presents the gateway's SVID: set identity.workload_api"},
 		{"spiffe upstream with svid", spiffeUpstream + "identity:\n  workload_api: unix:///run/a.sock\n", ""},
 	}

@@ -35,6 +35,12 @@ type Identity struct {
 	// trust domains when the SVID comes from files. They are merged with
 	// the source's bundles, and re-read when the file changes.
 	TrustBundles []TrustBundle `mapstructure:"trust_bundles" json:"trust_bundles,omitempty"`
+	// Federation fetches the bundles of other trust domains from their
+	// SPIFFE bundle endpoints and keeps them fresh (SPIFFE Federation).
+	// With the Workload API, SPIRE usually does this and sends federated
+	// bundles itself; this is for files or for domains SPIRE does not
+	// federate with.
+	Federation []Federation `mapstructure:"federation" json:"federation,omitempty"`
 	// WatchInterval is how often files and trust_bundles are checked for
 	// changes (default 1s).
 	WatchInterval time.Duration `mapstructure:"watch_interval" json:"watch_interval"`
@@ -56,6 +62,33 @@ type IdentityFiles struct {
 	Bundle string `mapstructure:"bundle" json:"bundle"`
 }
 
+// Bundle endpoint profiles (SPIFFE Federation).
+const (
+	ProfileHTTPSWeb    = "https_web"
+	ProfileHTTPSSPIFFE = "https_spiffe"
+)
+
+// Federation is one foreign trust domain whose bundle is fetched from its
+// bundle endpoint.
+type Federation struct {
+	// TrustDomain is the foreign trust domain, e.g. partner.example.
+	TrustDomain string `mapstructure:"trust_domain" json:"trust_domain"`
+	// BundleEndpointURL is its bundle endpoint (https://...).
+	BundleEndpointURL string `mapstructure:"bundle_endpoint_url" json:"bundle_endpoint_url"`
+	// Profile is https_web (default: the endpoint has a Web PKI
+	// certificate) or https_spiffe (the endpoint presents an SVID,
+	// endpoint_spiffe_id, verified with the bundle it serves; bootstrap
+	// it with a trust_bundles entry for the same trust domain).
+	Profile string `mapstructure:"profile" json:"profile"`
+	// EndpointSPIFFEID is the endpoint's SPIFFE ID (https_spiffe only).
+	EndpointSPIFFEID string `mapstructure:"endpoint_spiffe_id" json:"endpoint_spiffe_id,omitempty"`
+	// CAFile verifies an https_web endpoint (default: the system roots).
+	CAFile string `mapstructure:"ca_file" json:"ca_file,omitempty"`
+	// RefreshInterval overrides the bundle's refresh_hint (default: the
+	// hint, else 5m; at least 1s).
+	RefreshInterval time.Duration `mapstructure:"refresh_interval" json:"refresh_interval,omitempty"`
+}
+
 // IdentityBackoff is an exponential backoff.
 type IdentityBackoff struct {
 	// Initial is the first retry delay (default 500ms).
@@ -67,7 +100,7 @@ type IdentityBackoff struct {
 // Enabled reports whether any identity source is configured: an SVID
 // source or static trust bundles.
 func (i *Identity) Enabled() bool {
-	return i.HasSVIDSource() || len(i.TrustBundles) > 0
+	return i.HasSVIDSource() || len(i.TrustBundles) > 0 || len(i.Federation) > 0
 }
 
 // HasSVIDSource reports whether the gateway has an SVID of its own
@@ -75,6 +108,11 @@ func (i *Identity) Enabled() bool {
 func (i *Identity) HasSVIDSource() bool { return i.WorkloadAPI != "" || i.Files != nil }
 
 func (i *Identity) setDefaults() {
+	for n := range i.Federation {
+		if i.Federation[n].Profile == "" {
+			i.Federation[n].Profile = ProfileHTTPSWeb
+		}
+	}
 	if i.WatchInterval == 0 {
 		i.WatchInterval = time.Second
 	}
@@ -129,6 +167,40 @@ func (i *Identity) validate(v *validator, c *Config) {
 			continue
 		}
 		seen[td] = n
+	}
+	fedTDs := map[string]int{}
+	for n, fd := range i.Federation {
+		fv := v.index("federation", n)
+		if _, err := spiffeid.TrustDomainFromString(fd.TrustDomain); err != nil {
+			fv.addf("trust_domain", "%q is not a SPIFFE trust domain (e.g. partner.example): %v", fd.TrustDomain, err)
+		} else if j, dup := fedTDs[fd.TrustDomain]; dup {
+			fv.addf("trust_domain", "%q is already listed at federation[%d]", fd.TrustDomain, j)
+		}
+		fedTDs[fd.TrustDomain] = n
+		if u, err := url.Parse(fd.BundleEndpointURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			fv.addf("bundle_endpoint_url", "%q must be an https:// URL (e.g. https://spire.partner.example:8443)", fd.BundleEndpointURL)
+		}
+		if fv.oneOf("profile", fd.Profile, ProfileHTTPSWeb, ProfileHTTPSSPIFFE) {
+			switch fd.Profile {
+			case ProfileHTTPSSPIFFE:
+				if err := CheckSPIFFEID(fd.EndpointSPIFFEID); err != nil {
+					fv.addf("endpoint_spiffe_id", "%q %v (https_spiffe needs the endpoint's ID)", fd.EndpointSPIFFEID, err)
+				}
+				if fd.CAFile != "" {
+					fv.addf("ca_file", "is for https_web; https_spiffe endpoints are verified with the trust domain's bundle")
+				}
+			case ProfileHTTPSWeb:
+				if fd.EndpointSPIFFEID != "" {
+					fv.addf("endpoint_spiffe_id", "is for https_spiffe; https_web endpoints are verified by ca_file or the system roots")
+				}
+				if fd.CAFile != "" {
+					fv.file("ca_file", fd.CAFile)
+				}
+			}
+		}
+		if fd.RefreshInterval != 0 && fd.RefreshInterval < time.Second {
+			fv.addf("refresh_interval", "%s is too short (at least 1s, or 0 for the bundle's refresh hint)", fd.RefreshInterval)
+		}
 	}
 	if i.WatchInterval < 10*time.Millisecond {
 		v.addf("watch_interval", "%s is too short (at least 10ms)", i.WatchInterval)

@@ -32,8 +32,9 @@ type SVIDStatus struct {
 // BundleStatus describes one trust bundle.
 type BundleStatus struct {
 	TrustDomain string    `json:"trust_domain"`
-	Source      string    `json:"source"` // workload_api, files, static
-	File        string    `json:"file,omitempty"`
+	Source      string    `json:"source"`             // workload_api, files, federation, static
+	File        string    `json:"file,omitempty"`     // static
+	Endpoint    string    `json:"endpoint,omitempty"` // federation
 	Authorities int       `json:"authorities"`
 	UpdatedAt   time.Time `json:"updated_at"`
 	AgeSeconds  float64   `json:"age_seconds"`
@@ -68,10 +69,15 @@ func (s *Source) Status() Status {
 		}
 	}
 	for _, e := range sn.entries {
+		file, endpoint := e.file, ""
+		if e.origin == originFederation {
+			file, endpoint = "", e.file
+		}
 		st.Bundles = append(st.Bundles, BundleStatus{
 			TrustDomain: e.b.TrustDomain().Name(),
 			Source:      e.origin,
-			File:        e.file,
+			File:        file,
+			Endpoint:    endpoint,
 			Authorities: len(e.b.X509Authorities()),
 			UpdatedAt:   e.updated.UTC(),
 			AgeSeconds:  now.Sub(e.updated).Seconds(),

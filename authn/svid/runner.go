@@ -33,6 +33,8 @@ type runner struct {
 	wg     sync.WaitGroup
 	client *workloadapi.Client
 
+	feds []*federation
+
 	// file watch state, owned by the watch goroutine
 	svidHash   [32]byte
 	missing    bool
@@ -62,6 +64,17 @@ func newRunner(s *Source, cfg configs.Identity) (*runner, error) {
 	case cfg.Files != nil:
 		r.kind, r.addr = KindFiles, cfg.Files.Cert
 	}
+	for i, fc := range cfg.Federation {
+		f, err := newFederation(s, fc)
+		if err != nil {
+			if r.client != nil {
+				_ = r.client.Close()
+			}
+			r.cancel()
+			return nil, fmt.Errorf("federation[%d]: %w", i, err)
+		}
+		r.feds = append(r.feds, f)
+	}
 	for _, b := range cfg.TrustBundles {
 		// loadStaticBundles just read these; start from their content.
 		if data, err := readLimited(b.File); err == nil {
@@ -78,6 +91,10 @@ func (r *runner) start() {
 	if r.client != nil {
 		r.wg.Add(1)
 		go r.watchWorkloadAPI()
+	}
+	for _, f := range r.feds {
+		r.wg.Add(1)
+		go r.watchFederation(f)
 	}
 	if r.kind == KindFiles || len(r.cfg.TrustBundles) > 0 {
 		r.wg.Add(1)

@@ -34,6 +34,10 @@ const (
 	LogFieldFile        = "file"
 	LogFieldError       = "error"
 	LogFieldRotations   = "rotations"
+	LogFieldEndpoint    = "endpoint"
+	LogFieldAuthorities = "authorities"
+	LogFieldAddress     = "address"
+	LogFieldReason      = "reason"
 )
 
 // Kind is where the SVID comes from. String() matches the config key.
@@ -88,7 +92,8 @@ type Source struct {
 	svid      *x509svid.SVID
 	svidAt    time.Time
 	rotations uint64
-	dyn       map[spiffeid.TrustDomain]bundleEntry
+	dyn       map[spiffeid.TrustDomain]bundleEntry // from the SVID source
+	fed       map[spiffeid.TrustDomain]bundleEntry // from bundle endpoints
 	static    map[spiffeid.TrustDomain]bundleEntry
 	lastErr   string
 	warnT     *time.Timer
@@ -105,8 +110,8 @@ var (
 
 type bundleEntry struct {
 	b       *x509bundle.Bundle
-	origin  string // workload_api, files, static
-	file    string // static only
+	origin  string // workload_api, files, federation, static
+	file    string // static: the file; federation: the endpoint URL
 	updated time.Time
 }
 
@@ -143,6 +148,7 @@ func New(cfg *configs.Config, deps Deps) (*Source, error) {
 		now:     time.Now,
 		limiter: rate.NewLimiter(rate.Every(200*time.Millisecond), 10),
 		dyn:     map[spiffeid.TrustDomain]bundleEntry{},
+		fed:     map[spiffeid.TrustDomain]bundleEntry{},
 		static:  map[spiffeid.TrustDomain]bundleEntry{},
 		changed: make(chan struct{}),
 		event:   make(chan struct{}),
@@ -195,6 +201,15 @@ func (s *Source) Apply(cfg *configs.Config) error {
 	old := s.run
 	s.run = r
 	s.static = static
+	keep := map[spiffeid.TrustDomain]bundleEntry{}
+	for _, fd := range idc.Federation {
+		if td, err := spiffeid.TrustDomainFromString(fd.TrustDomain); err == nil {
+			if e, ok := s.fed[td]; ok && e.file == fd.BundleEndpointURL {
+				keep[td] = e // until the new runner refreshes it
+			}
+		}
+	}
+	s.fed = keep
 	if !idc.HasSVIDSource() {
 		s.clearSVIDLocked()
 		s.dyn = map[spiffeid.TrustDomain]bundleEntry{}
@@ -208,7 +223,7 @@ func (s *Source) Apply(cfg *configs.Config) error {
 	}
 	r.start()
 	if idc.HasSVIDSource() {
-		s.log.Info("identity: source started", LogFieldSource, r.kind.String(), "address", r.addr)
+		s.log.Info("identity: source started", LogFieldSource, r.kind.String(), LogFieldAddress, r.addr)
 	}
 	return nil
 }
@@ -338,10 +353,17 @@ func (s *Source) publishLocked(changed bool) {
 	if s.lastErr != "" {
 		sn.pendingMsg += " (last error: " + s.lastErr + ")"
 	}
-	// Merge: the source's bundle for a trust domain plus the static CAs.
+	// Merge: the source's bundle for a trust domain, the fetched
+	// federation bundle, and the static CAs. A static bundle for a
+	// federated trust domain only bootstraps it: once the endpoint has
+	// served a bundle, that bundle replaces it (so a CA the foreign domain
+	// retired stops being trusted).
 	set := x509bundle.NewSet()
-	for _, m := range []map[spiffeid.TrustDomain]bundleEntry{s.dyn, s.static} {
+	for _, m := range []map[spiffeid.TrustDomain]bundleEntry{s.dyn, s.fed, s.static} {
 		for td, e := range m {
+			if _, fetched := s.fed[td]; fetched && e.origin == originStatic {
+				continue
+			}
 			sn.entries = append(sn.entries, e)
 			if b, ok := set.Get(td); ok {
 				b = b.Clone()
@@ -414,7 +436,7 @@ func (s *Source) update(r *runner, sv *x509svid.SVID, bundles *x509bundle.Set) {
 			}
 			next[td] = bundleEntry{b: b, origin: r.kind.String(), updated: now}
 			changed = true
-			s.log.Info("identity: trust bundle updated", LogFieldTrustDomain, td.Name(), LogFieldSource, r.kind.String(), "authorities", len(b.X509Authorities()))
+			s.log.Info("identity: trust bundle updated", LogFieldTrustDomain, td.Name(), LogFieldSource, r.kind.String(), LogFieldAuthorities, len(b.X509Authorities()))
 		}
 		if len(next) != len(s.dyn) {
 			changed = true
@@ -435,7 +457,7 @@ func (s *Source) sourceError(r *runner, reason string, err error) {
 	}
 	s.m.sourceErrors.WithLabelValues(r.kind.String(), reason).Inc()
 	s.lastErr = err.Error()
-	s.log.Warn("identity: source error; keeping the current SVID and retrying", LogFieldSource, r.kind.String(), "reason", reason, LogFieldError, err.Error())
+	s.log.Warn("identity: source error; keeping the current SVID and retrying", LogFieldSource, r.kind.String(), LogFieldReason, reason, LogFieldError, err.Error())
 	s.publishLocked(false)
 }
 
@@ -456,7 +478,28 @@ func (s *Source) staticUpdate(r *runner, e bundleEntry) {
 	}
 	next[td] = e
 	s.static = next
-	s.log.Info("identity: trust bundle updated", LogFieldTrustDomain, td.Name(), LogFieldSource, originStatic, LogFieldFile, e.file, "authorities", len(e.b.X509Authorities()))
+	s.log.Info("identity: trust bundle updated", LogFieldTrustDomain, td.Name(), LogFieldSource, originStatic, LogFieldFile, e.file, LogFieldAuthorities, len(e.b.X509Authorities()))
+	s.publishLocked(true)
+}
+
+// federationUpdate records a bundle fetched from a bundle endpoint.
+func (s *Source) federationUpdate(r *runner, b *x509bundle.Bundle, endpoint string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.run != r || s.closed {
+		return
+	}
+	td := b.TrustDomain()
+	if old, ok := s.fed[td]; ok && old.b.Equal(b) && old.file == endpoint {
+		return
+	}
+	next := make(map[spiffeid.TrustDomain]bundleEntry, len(s.fed)+1)
+	for k, v := range s.fed {
+		next[k] = v
+	}
+	next[td] = bundleEntry{b: b, origin: originFederation, file: endpoint, updated: s.now()}
+	s.fed = next
+	s.log.Info("identity: trust bundle updated", LogFieldTrustDomain, td.Name(), LogFieldSource, originFederation, LogFieldEndpoint, endpoint, LogFieldAuthorities, len(b.X509Authorities()))
 	s.publishLocked(true)
 }
 
