@@ -243,8 +243,8 @@ func (e *Engine) newSigner(prov Provider, k Key) *signer {
 	}
 }
 
-// Close stops the workers; waiting and later signatures fail with
-// ErrClosed. It does not wait for a provider call stuck in a device.
+// Close stops the workers; queued and later signatures fail with
+// ErrClosed. It waits for provider calls in progress to return.
 func (e *Engine) Close() error {
 	var err error
 	e.once.Do(func() {
@@ -294,13 +294,12 @@ func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 	select {
 	case <-r.done:
 	case <-t.C:
-		if r.state.CompareAndSwap(stateQueued, stateAbandoned) {
-			e.count(s, ResultTimeout)
-			return nil, ErrTimeout
-		}
-		// A worker has it; the provider call is bounded by the
-		// provider, so wait for its answer.
-		<-r.done
+		// Queued: the worker will skip it. Already signing (a slow
+		// HSM): the worker finishes and its answer is dropped. Either
+		// way the handshake does not wait longer than the timeout.
+		r.state.CompareAndSwap(stateQueued, stateAbandoned)
+		e.count(s, ResultTimeout)
+		return nil, ErrTimeout
 	case <-e.quit:
 		if r.state.CompareAndSwap(stateQueued, stateAbandoned) {
 			e.count(s, ResultClosed)

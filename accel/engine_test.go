@@ -335,17 +335,27 @@ func TestTimeoutAbandonsQueuedSignature(t *testing.T) {
 	first := make(chan error, 1)
 	go func() { _, err := s.Sign(rand.Reader, make([]byte, 32), crypto.SHA256); first <- err }()
 	<-bp.started
-	// The worker is busy, so this one waits in the queue until its
-	// timeout and is then abandoned (the worker will skip it).
+	// The worker is stuck in the provider (a hung HSM): the signature
+	// it holds and the one queued behind it both give up at the
+	// timeout instead of holding their handshakes.
 	if _, err := s.Sign(rand.Reader, make([]byte, 32), crypto.SHA256); !errors.Is(err, ErrTimeout) {
-		t.Fatalf("got %v, want ErrTimeout", err)
+		t.Fatalf("queued: got %v, want ErrTimeout", err)
+	}
+	if err := <-first; !errors.Is(err, ErrTimeout) {
+		t.Fatalf("in the provider: got %v, want ErrTimeout", err)
 	}
 	close(bp.release)
-	if err := <-first; err != nil {
-		t.Fatal(err)
+	// The worker then takes the abandoned request and skips it: it
+	// never reaches the provider.
+	for len(e.queue) > 0 {
+		runtime.Gosched()
 	}
-	if got := value(e.m.ops.WithLabelValues("blocking", "ecdsa_p256", ResultTimeout)); got != 1 {
-		t.Errorf("timeout counter = %v, want 1", got)
+	e.Close()
+	if n := len(bp.started); n != 0 {
+		t.Fatalf("%d abandoned signatures reached the provider", n)
+	}
+	if got := value(e.m.ops.WithLabelValues("blocking", "ecdsa_p256", ResultTimeout)); got != 2 {
+		t.Errorf("timeout counter = %v, want 2", got)
 	}
 }
 

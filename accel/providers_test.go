@@ -3,6 +3,8 @@ package accel
 import (
 	"bytes"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -17,6 +19,8 @@ import (
 // decides between refusing to start and falling back to go.
 func TestProviderLoadFailures(t *testing.T) {
 	providers(t) // skips the openssl cases' premise check when libcrypto is absent
+	brokenConf := filepath.Join(t.TempDir(), "openssl.cnf")
+	os.WriteFile(brokenConf, []byte("[unterminated section\n"), 0o600)
 	for _, tc := range []struct {
 		name    string
 		cfg     configs.Accel
@@ -31,6 +35,9 @@ func TestProviderLoadFailures(t *testing.T) {
 		{"missing OpenSSL provider", configs.Accel{Provider: "openssl",
 			OpenSSL: configs.AccelOpenSSL{Provider: "qatprovider-not-installed"}},
 			[]string{`OpenSSL provider "qatprovider-not-installed" cannot be loaded`, "MODULESDIR"}},
+		{"broken openssl.cnf", configs.Accel{Provider: "openssl",
+			OpenSSL: configs.AccelOpenSSL{Config: brokenConf}},
+			[]string{"load config", brokenConf}},
 		{"missing PKCS#11 module", configs.Accel{Provider: "pkcs11",
 			PKCS11: configs.AccelPKCS11{Module: "/nonexistent/libsofthsm2.so", TokenLabel: "x"}},
 			[]string{"/nonexistent/libsofthsm2.so", "no such file"}},
