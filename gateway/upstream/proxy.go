@@ -376,15 +376,42 @@ func (p *Pool) upgraded(w http.ResponseWriter, res *http.Response, e *endpoint) 
 	if err := brw.Flush(); err != nil {
 		return &Error{Kind: KindClientGone, Upstream: p.name, Endpoint: e.addr, HeadersSent: true, Err: err}
 	}
+	// Both directions share one idle timer (stream_idle_timeout): a
+	// connection with no bytes either way for that long is closed.
+	idle := p.cfg.StreamIdleTimeout
+	var idleTimer *time.Timer
+	if idle > 0 {
+		idleTimer = time.AfterFunc(idle, func() {
+			conn.Close()
+			up.Close()
+		})
+		defer idleTimer.Stop()
+	}
+	pump := func(dst io.Writer, src io.Reader) error {
+		bp := copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(bp)
+		for {
+			n, err := src.Read(*bp)
+			if n > 0 {
+				if idleTimer != nil {
+					idleTimer.Reset(idle)
+				}
+				if _, werr := dst.Write((*bp)[:n]); werr != nil {
+					return werr
+				}
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
 	errc := make(chan error, 2)
 	go func() {
 		// bytes the client sent after the handshake, then the rest
-		_, err := io.Copy(up, io.MultiReader(io.LimitReader(brw, int64(brw.Reader.Buffered())), conn))
-		errc <- err
+		errc <- pump(up, io.MultiReader(io.LimitReader(brw, int64(brw.Reader.Buffered())), conn))
 	}()
 	go func() {
-		_, err := io.Copy(conn, up)
-		errc <- err
+		errc <- pump(conn, up)
 	}()
 	<-errc
 	// one side finished: close both so the other copy ends too

@@ -588,30 +588,50 @@ func TestWebSocketUpgrade(t *testing.T) {
 		defer conn.Close()
 		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 		brw.Flush()
-		line, _ := brw.ReadString('\n')
-		brw.WriteString("echo " + line)
-		brw.Flush()
+		for {
+			line, err := brw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			brw.WriteString("echo " + line)
+			brw.Flush()
+		}
 	}))
 	defer up.Close()
-	p := newPool(t, parseUpstream(t, "ws", []string{addr(up)}, ""), Deps{})
-	f := front(t, p, nil, nil)
-	conn, err := net.Dial("tcp", f.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+	dial := func(t *testing.T, f *httptest.Server) (net.Conn, *bufio.Reader) {
+		conn, err := net.Dial("tcp", f.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		br := bufio.NewReader(conn)
+		res, err := http.ReadResponse(br, nil)
+		if err != nil || res.StatusCode != 101 {
+			t.Fatalf("%v %v", res, err)
+		}
+		return conn, br
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-	br := bufio.NewReader(conn)
-	res, err := http.ReadResponse(br, nil)
-	if err != nil || res.StatusCode != 101 {
-		t.Fatalf("%v %v", res, err)
-	}
-	io.WriteString(conn, "ping\n")
-	line, err := br.ReadString('\n')
-	if err != nil || line != "echo ping\n" {
-		t.Fatalf("%q %v", line, err)
-	}
+	t.Run("echo", func(t *testing.T) {
+		f := front(t, newPool(t, parseUpstream(t, "ws", []string{addr(up)}, ""), Deps{}), nil, nil)
+		conn, br := dial(t, f)
+		for _, msg := range []string{"ping\n", "again\n"} {
+			io.WriteString(conn, msg)
+			line, err := br.ReadString('\n')
+			if err != nil || line != "echo "+msg {
+				t.Fatalf("%q %v", line, err)
+			}
+		}
+	})
+	t.Run("idle connection is closed", func(t *testing.T) {
+		u := parseUpstream(t, "ws", []string{addr(up)}, "    stream_idle_timeout: 50ms\n")
+		f := front(t, newPool(t, u, Deps{}), nil, nil)
+		_, br := dial(t, f)
+		if _, err := br.ReadString('\n'); err != io.EOF {
+			t.Fatalf("want EOF after stream_idle_timeout, got %v", err)
+		}
+	})
 }
 
 func TestMaxConnectionAge(t *testing.T) {
