@@ -55,6 +55,8 @@ type Log struct {
 type Admin struct {
 	// Address defaults to 127.0.0.1:9901; "off" disables the admin server.
 	Address string `mapstructure:"address" json:"address"`
+	// Pprof serves Go's profiler under /debug/pprof/ (default false).
+	Pprof bool `mapstructure:"pprof" json:"pprof"`
 }
 
 // AccessLogEnabled reports whether access logging is on.

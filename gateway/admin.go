@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ type Admin struct {
 	srv    *http.Server
 	ln     net.Listener
 	addr   string
+	pprof  bool
 }
 
 // NewAdmin builds the admin handler. config returns the effective config
@@ -213,9 +215,35 @@ func (a *Admin) Start(addr string) error {
 
 func (a *Admin) serve(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
-	mux := a.mux
+	mux, pprofOn := a.mux, a.pprof
 	a.mu.Unlock()
+	if strings.HasPrefix(r.URL.Path, "/debug/pprof/") {
+		if !pprofOn {
+			http.Error(w, "pprof is off (admin.pprof: true enables it)", http.StatusNotFound)
+			return
+		}
+		switch strings.TrimPrefix(r.URL.Path, "/debug/pprof/") {
+		case "profile":
+			pprof.Profile(w, r)
+		case "trace":
+			pprof.Trace(w, r)
+		case "symbol":
+			pprof.Symbol(w, r)
+		case "cmdline":
+			pprof.Cmdline(w, r)
+		default:
+			pprof.Index(w, r)
+		}
+		return
+	}
 	mux.ServeHTTP(w, r)
+}
+
+// SetPprof turns the /debug/pprof/ endpoints on or off (admin.pprof).
+func (a *Admin) SetPprof(on bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.pprof = on
 }
 
 // Addr returns the bound admin address, or nil when off.

@@ -149,7 +149,7 @@ func compileListener(cfg *configs.Config, i int, deps Deps, ext *Extension) (*li
 		return nil, fmt.Errorf("%s: listeners[%d].tls: %w", cfg.File, i, err)
 	}
 	tc := base.Clone()
-	tc.NextProtos = append(append([]string(nil), lr.nextProtos...), acmeALPN(base.NextProtos)...)
+	tc.NextProtos = append([]string(nil), lr.nextProtos...)
 	if tc.MinVersion < tls.VersionTLS12 {
 		tc.MinVersion = tls.VersionTLS12
 	}
@@ -160,17 +160,6 @@ func compileListener(cfg *configs.Config, i int, deps Deps, ext *Extension) (*li
 	}
 	lr.tls = tc
 	return lr, nil
-}
-
-// acmeALPN keeps the TLS-ALPN-01 challenge protocol if the certificate
-// manager asked for it.
-func acmeALPN(protos []string) []string {
-	for _, p := range protos {
-		if p == "acme-tls/1" {
-			return []string{p}
-		}
-	}
-	return nil
 }
 
 func (rt *Runtime) release() {

@@ -63,6 +63,7 @@ func (c *components) shutdown(ctx context.Context) {
 
 func (c *components) registerAdmin(a *gateway.Admin) {
 	a.AddReadyCheck("certificates", c.certs.Ready)
+	a.Handle("GET /certificates", c.certs.StatusHandler())
 	a.Handle("GET /upstreams", c.upstreams.StatusHandler())
 }
 

@@ -166,6 +166,7 @@ func (a *app) apply(cfg *configs.Config) error {
 	if err := a.admin.Start(cfg.Admin.Address); err != nil {
 		return fmt.Errorf("%s: admin.address: %w", displayName(a.path), err)
 	}
+	a.admin.SetPprof(cfg.Admin.Pprof)
 	a.setLevel(cfg)
 	a.current = cfg
 	sum := sha256.Sum256([]byte(fmt.Sprintf("%+v", *cfg)))
