@@ -125,7 +125,8 @@ type DNSTunneling struct {
 	SuspiciousQueries int `mapstructure:"suspicious_queries" json:"suspicious_queries"`
 	SuspiciousBytes   int `mapstructure:"suspicious_bytes" json:"suspicious_bytes"`
 	// DistinctSubdomains and NameBytes judge a pair a tunnel on volume
-	// alone (low-entropy tunnels) within Window. Defaults 400, 16384.
+	// alone (low-entropy tunnels) within Window: distinct subdomains, and
+	// bytes of subdomains new to the window. Defaults 400, 16384.
 	DistinctSubdomains int `mapstructure:"distinct_subdomains" json:"distinct_subdomains"`
 	NameBytes          int `mapstructure:"name_bytes" json:"name_bytes"`
 	// Window is the sliding window for the per-pair counters. Default 60s.

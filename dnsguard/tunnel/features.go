@@ -72,13 +72,7 @@ func (f *Features) Sub() string {
 func Extract(name string, qtype uint16) Features {
 	raw := decode(strings.TrimSuffix(name, "."))
 	f := Features{Name: raw, QType: qtype}
-	lower := raw
-	for i := 0; i < len(raw); i++ {
-		if c := raw[i]; c >= 'A' && c <= 'Z' {
-			lower = strings.ToLower(raw)
-			break
-		}
-	}
+	lower := asciiLower(raw)
 	if reg, err := publicsuffix.EffectiveTLDPlusOne(lower); err == nil && len(reg) < len(lower) {
 		f.Domain = reg
 		f.SubLen = len(raw) - len(reg) - 1
@@ -219,6 +213,26 @@ func decode(s string) string {
 			b = append(b, 0x7f)
 		} else {
 			b = append(b, s[i])
+		}
+	}
+	return string(b)
+}
+
+// asciiLower lower-cases A-Z only, byte for byte, so the result has the
+// same length as s even when s is not valid UTF-8 (strings.ToLower would
+// replace such bytes with U+FFFD).
+func asciiLower(s string) string {
+	i := 0
+	for i < len(s) && !(s[i] >= 'A' && s[i] <= 'Z') {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	b := []byte(s)
+	for ; i < len(b); i++ {
+		if b[i] >= 'A' && b[i] <= 'Z' {
+			b[i] += 'a' - 'A'
 		}
 	}
 	return string(b)

@@ -339,16 +339,24 @@ func (t *Tracker) Observe(now time.Time, p *Profile, client netip.Addr, f *Featu
 	pr.roll(ns, win)
 	w := &pr.cur
 	w.queries++
-	w.nameBytes += int32(f.SubLen)
+	// Volume and suspicion count only subdomains new to the window: a
+	// tunnel must send fresh names (or the cache would answer), while a
+	// legitimate client repeating one odd-looking name adds nothing.
+	fresh := true
 	if f.SubLen > 0 {
 		h := maphash.String(t.seed, f.Sub())
 		bit := h % (bitmapWords * 64)
-		w.seen[bit/64] |= 1 << (bit % 64)
+		mask := uint64(1) << (bit % 64)
+		fresh = (w.seen[bit/64]|pr.prv.seen[bit/64])&mask == 0
+		w.seen[bit/64] |= mask
 	}
-	if f.Score >= p.QueryScore {
-		w.susp++
-		w.suspBytes += int32(f.SubLen)
-		pr.fired |= f.Fired
+	if fresh {
+		w.nameBytes += int32(f.SubLen)
+		if f.Score >= p.QueryScore {
+			w.susp++
+			w.suspBytes += int32(f.SubLen)
+			pr.fired |= f.Fired
+		}
 	}
 	pr.maxScore = max(pr.maxScore, f.Score)
 	var rules []string
