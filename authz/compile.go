@@ -24,6 +24,32 @@ type policy struct {
 	selector map[string]string
 	// matchAll: a CUSTOM policy without rules applies to every request.
 	matchAll bool
+	// index: for policies with many rules, the rules that can match a
+	// path with a given first segment; rest are the rules that cannot be
+	// indexed. Both ascending, so the first match is still the first rule.
+	index map[string][]int32
+	rest  []int32
+}
+
+// indexThreshold is the rule count from which a policy gets an index.
+const indexThreshold = 16
+
+func (p *policy) buildIndex(keys [][]string) {
+	if len(p.rules) < indexThreshold {
+		return
+	}
+	p.index = map[string][]int32{}
+	for i, ks := range keys {
+		if ks == nil {
+			p.rest = append(p.rest, int32(i))
+			continue
+		}
+		for _, k := range ks {
+			if l := p.index[k]; len(l) == 0 || l[len(l)-1] != int32(i) {
+				p.index[k] = append(l, int32(i))
+			}
+		}
+	}
 }
 
 // rule is one compiled rule: from (any) AND to (any) AND when (all).
@@ -42,16 +68,60 @@ type check struct {
 
 // match returns the index of the first matching rule, or -1.
 func (p *policy) match(a *Attributes) int {
-	for i := range p.rules {
+	if p.index == nil {
+		for i := range p.rules {
+			if p.rules[i].match(a) {
+				return i
+			}
+		}
+		return -1
+	}
+	// Merge the path's bucket with the unindexed rules, in rule order.
+	bucket, rest := p.index[istio.PathFirstSegment(a.Path)], p.rest
+	for len(bucket) > 0 || len(rest) > 0 {
+		var i int32
+		if len(rest) == 0 || len(bucket) > 0 && bucket[0] < rest[0] {
+			i, bucket = bucket[0], bucket[1:]
+		} else {
+			i, rest = rest[0], rest[1:]
+		}
 		if p.rules[i].match(a) {
-			return i
+			return int(i)
 		}
 	}
 	return -1
 }
 
+// match is the hot path: no allocation, no explanation.
 func (r *rule) match(a *Attributes) bool {
-	return firstFailure(r, a) == ""
+	if len(r.from) > 0 && !anyAll(r.from, a) {
+		return false
+	}
+	if len(r.to) > 0 && !anyAll(r.to, a) {
+		return false
+	}
+	for i := range r.when {
+		if !r.when[i].fn(a) {
+			return false
+		}
+	}
+	return true
+}
+
+func anyAll(groups [][]check, a *Attributes) bool {
+	for _, g := range groups {
+		ok := true
+		for i := range g {
+			if !g[i].fn(a) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }
 
 // firstFailure returns the name of the first part of r that a does not
@@ -152,10 +222,40 @@ func (c *compiler) policy(cp *configs.Policy, w where) *policy {
 		}
 		p.matchAll = true
 	}
+	keys := make([][]string, len(cp.Rules))
 	for i := range cp.Rules {
 		p.rules = append(p.rules, c.rule(&cp.Rules[i], where{w.file, fmt.Sprintf("%s.rules[%d]", w.key, i), w.istio}))
+		keys[i] = indexKeys(&cp.Rules[i])
 	}
+	p.buildIndex(keys)
 	return p
+}
+
+// indexKeys returns the first path segments one of which a request must
+// have to match r, or nil when r cannot be indexed (some operation
+// without paths, or a path pattern without a literal first segment).
+func indexKeys(r *configs.Rule) []string {
+	if len(r.To) == 0 {
+		return nil
+	}
+	var keys []string
+	for _, t := range r.To {
+		if len(t.Operation.Paths) == 0 {
+			return nil
+		}
+		for _, s := range t.Operation.Paths {
+			m, err := istio.CompilePath(s)
+			if err != nil {
+				return nil
+			}
+			k, ok := m.FirstSegment()
+			if !ok {
+				return nil
+			}
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 func (c *compiler) rule(cr *configs.Rule, w where) rule {

@@ -157,3 +157,37 @@ func lowerASCII(s string) string {
 	}
 	return s
 }
+
+// FirstSegment returns the literal first path segment every path this
+// pattern matches must have ("/api/v1/{*}" → "api"), for indexing.
+func (m StringMatch) FirstSegment() (string, bool) {
+	switch m.kind {
+	case exact:
+		if !strings.HasPrefix(m.s, "/") {
+			return "", false
+		}
+		seg, _, _ := strings.Cut(m.s[1:], "/")
+		return seg, true
+	case prefix:
+		if !strings.HasPrefix(m.s, "/") {
+			return "", false
+		}
+		seg, _, ok := strings.Cut(m.s[1:], "/")
+		return seg, ok
+	case template:
+		if len(m.segs) < 2 || m.segs[0] != "" || m.segs[1] == "{*}" || m.segs[1] == "{**}" {
+			return "", false
+		}
+		return m.segs[1], true
+	}
+	return "", false
+}
+
+// PathFirstSegment is the first segment of a request path ("/a/b" → "a").
+func PathFirstSegment(path string) string {
+	if !strings.HasPrefix(path, "/") {
+		return "\x00" // matches no index key
+	}
+	seg, _, _ := strings.Cut(path[1:], "/")
+	return seg
+}

@@ -165,12 +165,12 @@ func TestFailClosed(t *testing.T) {
 	}
 }
 
-func engineWith(t *testing.T, file, query string, timeout time.Duration) *authz.Engine {
+func engineWith(t testing.TB, file, query string, timeout time.Duration) *authz.Engine {
 	t.Helper()
 	return engineLog(t, file, query, timeout, slog.New(slog.DiscardHandler))
 }
 
-func engineLog(t *testing.T, file, query string, timeout time.Duration, log *slog.Logger) *authz.Engine {
+func engineLog(t testing.TB, file, query string, timeout time.Duration, log *slog.Logger) *authz.Engine {
 	t.Helper()
 	abs, _ := filepath.Abs(file)
 	cfg, err := configs.Parse("test.yaml", []byte(`
