@@ -285,3 +285,21 @@ func (r *Registry) StatusHandler() http.Handler {
 		_ = enc.Encode(map[string]any{"upstreams": out})
 	})
 }
+
+// Check does what Update would refuse an upstream for, without starting
+// anything: for `ztgate validate`. It reads the TLS files (CA bundle,
+// client key pair). SPIFFE upstreams are not checked here (their
+// tls.Config comes from the SVID source at run time).
+func Check(ups []configs.Upstream) error {
+	var errs []error
+	for i := range ups {
+		u := &ups[i]
+		if u.TLS == nil || u.TLS.SPIFFE() {
+			continue
+		}
+		if _, err := clientTLS(u, Deps{}); err != nil {
+			errs = append(errs, fmt.Errorf("upstream %q: %w", u.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

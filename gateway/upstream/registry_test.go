@@ -150,8 +150,14 @@ func TestRegistryFileChangeAndErrors(t *testing.T) {
 	}
 	s1.Release()
 
+	if err := Check(ups); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
 	// A broken file is refused and the current set keeps serving.
 	os.WriteFile(ca, []byte("not a certificate"), 0o600)
+	if err := Check(ups); err == nil || !strings.Contains(err.Error(), `upstream "s": tls.ca_file:`) {
+		t.Fatalf("Check: want a ca_file error, got %v", err)
+	}
 	if _, err := reg.Update(ups); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
 		t.Fatalf("want a ca_file error, got %v", err)
 	}
