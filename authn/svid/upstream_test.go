@@ -153,6 +153,11 @@ func TestRotationUnderLoad(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < perWorker; i++ {
+				// Dial fresh now and then, so handshakes happen
+				// before, during and after the rotation.
+				if i%10 == 0 {
+					tr.CloseIdleConnections()
+				}
 				if _, err := get(c, up.URL); err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err)
