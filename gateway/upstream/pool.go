@@ -22,6 +22,11 @@ type Deps struct {
 	// through GetClientCertificate (so a rotated SVID is used by new
 	// connections). Nil: SPIFFE upstreams answer 503.
 	SPIFFETLS func(t *configs.UpstreamTLS) (*tls.Config, error)
+	// SPIFFEUnavailable, when set, is the sentinel (errors.Is) of a
+	// handshake that failed because the gateway holds no valid SVID
+	// (svid.ErrNoSVID): such a request is answered 503 tls_unavailable,
+	// not retried and not held against the endpoint.
+	SPIFFEUnavailable error
 
 	hooks *testHooks // set by this package's tests only
 }
@@ -58,6 +63,7 @@ type Pool struct {
 	gen      atomic.Pointer[generation]
 	rotate   *time.Timer // max_connection_age; guarded by mu
 	tlsErr   error       // non-nil: every request fails with KindTLSUnavailable
+	noSVID   error       // Deps.SPIFFEUnavailable
 	eps      []*endpoint
 	log      *slog.Logger
 	metrics  *Metrics
@@ -122,6 +128,7 @@ func New(cfg configs.Upstream, deps Deps) (*Pool, error) {
 		scheme:  "http",
 		log:     deps.Logger.With(LogUpstream, cfg.Name),
 		metrics: deps.Metrics,
+		noSVID:  deps.SPIFFEUnavailable,
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}

@@ -147,10 +147,13 @@ func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) 
 			if timedOut.Load() {
 				kind = KindTimeout
 			}
+			if kind == KindTLS && p.noSVID != nil && errors.Is(err, p.noSVID) {
+				kind = KindTLSUnavailable // our identity is missing, not the endpoint's fault
+			}
 			e.counters.failure(kind)
 			last = &Error{Kind: kind, Upstream: p.name, Endpoint: e.addr, Err: err}
 			switch kind {
-			case KindClientGone:
+			case KindClientGone, KindTLSUnavailable:
 				return last
 			case KindTimeout:
 				p.failure(e, kind.String())

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -831,5 +832,37 @@ func TestStreamIdleTimeout(t *testing.T) {
 	var e *Error
 	if err := <-errs; !errors.As(err, &e) || e.Kind != KindTimeout || !e.HeadersSent {
 		t.Fatalf("%v", err)
+	}
+}
+
+func TestSPIFFENoSVIDIs503(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	errNoSVID := errors.New("no valid SVID")
+	deps := Deps{
+		SPIFFEUnavailable: errNoSVID,
+		SPIFFETLS: func(*configs.UpstreamTLS) (*tls.Config, error) {
+			// As the SVID source does while it holds no SVID: every
+			// handshake fails with its sentinel.
+			return &tls.Config{InsecureSkipVerify: true, VerifyPeerCertificate: func([][]byte, [][]*x509.Certificate) error {
+				return fmt.Errorf("identity: %w: source not ready", errNoSVID)
+			}}, nil
+		},
+	}
+	u := parseUpstream(t, "mesh", []string{addr(srv)}, "    tls: {spiffe_id: \"spiffe://example.org/ns/default/sa/details\"}\n"+spiffeIdentity)
+	errs := make(chan error, 1)
+	p := newPool(t, u, deps)
+	f := front(t, p, nil, errs)
+	for i := 0; i < 6; i++ {
+		if code, _ := get(t, f.Client(), "GET", f.URL, nil); code != 503 {
+			t.Fatalf("status %d, want 503", code)
+		}
+		var e *Error
+		if err := <-errs; !errors.As(err, &e) || e.Kind != KindTLSUnavailable {
+			t.Fatalf("%v", err)
+		}
+	}
+	if p.Endpoints()[0].Ejected {
+		t.Fatal("the endpoint was ejected for the gateway's own missing SVID")
 	}
 }
