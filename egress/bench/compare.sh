@@ -25,7 +25,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   ip netns del "$NS" 2>/dev/null || true
-  rm -rf "$W"
+  [ -n "${KEEP:-}" ] && echo "kept $W" >&2 || rm -rf "$W"
 }
 trap cleanup EXIT
 INNS=(ip netns exec "$NS")
@@ -46,6 +46,7 @@ cat "$W/leaf.crt" "$W/ca.pem" > "$W/chain.pem"
 mkdir -p "$W/www"
 echo ok > "$W/www/index.html"
 truncate -s 4G "$W/www/big.bin"
+chmod 755 "$W"; chmod -R a+rX "$W/www"   # nginx workers run as www-data
 : > "$W/allow.lst"; : > "$W/map.conf"
 for i in $(seq 0 999); do echo "svc$i.allowed.example" >> "$W/allow.lst"; done
 echo allowed.test >> "$W/allow.lst"
@@ -107,8 +108,10 @@ ip -n "$NS" link set lo up
 # transparent listener; everything else (the proxies' own dials) is not.
 "${INNS[@]}" nft -f - <<EOC
 table inet bench {
-  chain out { type nat hook output priority -100; policy accept;
-    ip saddr 127.0.0.5 ip daddr 127.0.0.2 tcp dport 443 redirect to :3129 }
+  chain out {
+    type nat hook output priority -100; policy accept;
+    ip saddr 127.0.0.5 ip daddr 127.0.0.2 tcp dport 443 redirect to :3129
+  }
 }
 EOC
 
@@ -123,7 +126,7 @@ start 0 dns dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --bind-inter
   --listen-address=127.0.0.1 --port=5353 --address=/allowed.test/127.0.0.2 --pid-file=
 start 1 nginx nginx -c "$W/nginx.conf"
 start 1 haproxy haproxy -f "$W/haproxy.cfg"
-start 1 ztgate "$W/egressd" -c "$W/ztgate.yaml"
+start 1 ztgate "$W/egressd" -c "$W/ztgate.yaml" ${EGRESS_CPUPROFILE:+-cpuprofile "$EGRESS_CPUPROFILE"}
 for i in $(seq 50); do grep -q listening "$W/ztgate.out" 2>/dev/null && break; sleep 0.1; done
 sleep 1
 

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -24,7 +25,17 @@ import (
 func main() {
 	cfgPath := flag.String("c", "", "config file")
 	logPath := flag.String("log", "", "write decision records here (default: format and discard)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here until SIGTERM")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	cfg, err := configs.Load(*cfgPath)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
