@@ -111,6 +111,7 @@ upstreams:
   - name: details
     endpoints: [%q]
     http2: true
+    max_connection_age: 300ms
     retries: { attempts: 0 }
     tls: { spiffe_id: %s }
   - name: impostor
@@ -187,6 +188,31 @@ identity:
 	want := fmt.Sprintf("%s %x HTTP/2.0", gatewayID, agent.Current().Certificates[0].SerialNumber)
 	if got := rec.Body.String(); got != want {
 		t.Errorf("upstream saw %q; want %q", got, want)
+	}
+
+	// Rotation: the pooled (h2) connection still carries the old SVID;
+	// the pool retires it after max_connection_age, and requests never
+	// fail on the way. Bounded in count and time; nothing is asserted
+	// about how long it took.
+	fresh, err := agent.Rotate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRotated := fmt.Sprintf("%s %x HTTP/2.0", gatewayID, fresh.Certificates[0].SerialNumber)
+	stop := time.After(20 * time.Second)
+	for i := 0; ; i++ {
+		rec, err := proxy("details")
+		if err != nil || rec.Code != http.StatusOK {
+			t.Fatalf("request %d after rotation: %d %v", i, rec.Code, err)
+		}
+		if rec.Body.String() == wantRotated {
+			break
+		}
+		select {
+		case <-stop:
+			t.Fatalf("after %d requests the pool still presents the old SVID: %s", i, rec.Body)
+		case <-time.After(20 * time.Millisecond): // pacing a bounded loop, not synchronisation
+		}
 	}
 
 	rec, err = proxy("impostor")
