@@ -115,7 +115,7 @@ func New(cfg *configs.Config, deps Deps) (*Engine, error) {
 		all = append(all, src{&az.Policies[i], where{file: file, key: fmt.Sprintf("authz.policies[%d]", i)}})
 	}
 	if az.PoliciesDir != "" {
-		docs, err := istio.LoadDir(az.PoliciesDir, providerNames(az, deps))
+		docs, err := istio.LoadDir(az.PoliciesDir, providerNames(az, deps), az.IstioAuthnMerged)
 		if err != nil {
 			c.errs = append(c.errs, err)
 		}

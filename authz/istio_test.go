@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ztgate/ztgate/authz"
+	"github.com/ztgate/ztgate/authz/istio"
 	"github.com/ztgate/ztgate/configs"
 )
 
@@ -118,5 +119,87 @@ func TestIstioNameClash(t *testing.T) {
 	}
 	if _, err := authz.New(cfg, authz.Deps{}); err == nil || !strings.Contains(err.Error(), `policy "same" is already defined`) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestIstioRequestAuthentication: RequestAuthentication documents merge
+// into authn.jwt (MergeAuthn) and the policy loader then skips them.
+func TestIstioRequestAuthentication(t *testing.T) {
+	const ra = `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata:
+  name: jwt-example
+  namespace: foo
+spec:
+  selector:
+    matchLabels:
+      app: httpbin
+  jwtRules:
+  - issuer: "testing@secure.istio.io"
+    jwksUri: "https://idp.example/jwks.json"
+    forwardOriginalToken: true
+    outputClaimToHeaders:
+    - header: x-jwt-sub
+      claim: sub
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: require-jwt
+spec:
+  selector:
+    matchLabels:
+      app: httpbin
+  rules:
+  - from:
+    - source:
+        requestPrincipals: ["testing@secure.istio.io/*"]
+`
+	for _, tc := range []struct{ name, doc, want string }{
+		{"merged", ra, ""},
+		{"selector matches no route", strings.Replace(ra, "app: httpbin\n  jwtRules", "app: nothing\n  jwtRules", 1), "selects no route"},
+		{"unsupported field", strings.Replace(ra, "forwardOriginalToken: true", "outputPayloadToHeader: x-payload", 1), "outputPayloadToHeader: is not supported"},
+		{"unknown field", strings.Replace(ra, "forwardOriginalToken: true", "forwardOriginalTokn: true", 1), "field forwardOriginalTokn not found"},
+		{"invalid for authn", strings.Replace(ra, "https://idp.example/jwks.json", "http://idp.example/jwks.json", 1), "is not an https:// URL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "httpbin.yaml"), []byte(tc.doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := istioConfig(t, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Without the merge, the document is refused, not ignored.
+			if _, err := authz.New(cfg, authz.Deps{}); err == nil || !strings.Contains(err.Error(), "RequestAuthentication is not loaded") {
+				t.Fatalf("unmerged: err = %v", err)
+			}
+			err = istio.MergeAuthn(cfg)
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err = %v, want %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cfg.Authn.JWT) != 1 {
+				t.Fatalf("authn.jwt = %+v", cfg.Authn.JWT)
+			}
+			p := cfg.Authn.JWT[0]
+			if p.Name != "jwt-example" || p.Issuer != "testing@secure.istio.io" || len(p.Routes) != 1 || p.Routes[0] != "httpbin" ||
+				!p.ForwardOriginalToken || len(p.OutputClaimToHeaders) != 1 || len(p.FromHeaders) != 1 || p.MaxTokenBytes == 0 {
+				t.Errorf("translated provider: %+v", p)
+			}
+			e, err := authz.New(cfg, authz.Deps{})
+			if err != nil {
+				t.Fatalf("merged: %v", err)
+			}
+			if got := e.Policies(); len(got) != 1 || got[0] != "require-jwt" {
+				t.Errorf("policies = %v", got)
+			}
+		})
 	}
 }

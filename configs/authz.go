@@ -41,6 +41,11 @@ type Authz struct {
 	// Policies are the authorization policies. A policy that no listener
 	// or route names and that has no selector applies to every request.
 	Policies []Policy `mapstructure:"policies" json:"policies,omitempty"`
+
+	// IstioAuthnMerged records that the RequestAuthentication documents
+	// of PoliciesDir were merged into Authn.JWT (istio.MergeAuthn), so the
+	// policy loader skips them. Not a key.
+	IstioAuthnMerged bool `mapstructure:"-" json:"-"`
 }
 
 // DecisionLog selects what the decision log records.

@@ -30,10 +30,34 @@ type Loaded struct {
 }
 
 // LoadDir reads every .yaml/.yml file in dir, in name order, and
-// translates its Istio documents. providers are the known custom
-// provider names (for CUSTOM's provider.name). Every problem is
-// returned, joined, each naming file, document and key.
-func LoadDir(dir string, providers []string) ([]Loaded, error) {
+// translates its AuthorizationPolicy documents. providers are the known
+// custom provider names (for CUSTOM's provider.name). authnMerged says
+// MergeAuthn already took the RequestAuthentication documents (else they
+// are an error, never silently ignored). Every problem is returned,
+// joined, each naming file, document and key.
+func LoadDir(dir string, providers []string, authnMerged bool) ([]Loaded, error) {
+	files, err := dirFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []Loaded
+	var errs []error
+	for _, path := range files {
+		data, err := readLimited(path)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ps, err := parse(path, data, providers, authnMerged)
+		out = append(out, ps...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+func dirFiles(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, &configs.Error{File: dir, Msg: fmt.Sprintf("cannot read policies directory: %v", err)}
@@ -42,26 +66,11 @@ func LoadDir(dir string, providers []string) ([]Loaded, error) {
 	for _, e := range ents {
 		n := e.Name()
 		if e.Type().IsRegular() && (strings.HasSuffix(n, ".yaml") || strings.HasSuffix(n, ".yml")) && !strings.HasPrefix(n, ".") {
-			names = append(names, n)
+			names = append(names, filepath.Join(dir, n))
 		}
 	}
 	sort.Strings(names)
-	var out []Loaded
-	var errs []error
-	for _, n := range names {
-		path := filepath.Join(dir, n)
-		data, err := readLimited(path)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		ps, err := Parse(path, data, providers)
-		out = append(out, ps...)
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return out, errors.Join(errs...)
+	return names, nil
 }
 
 func readLimited(path string) ([]byte, error) {
@@ -166,9 +175,40 @@ type condition struct {
 	NotValues []string `yaml:"notValues"`
 }
 
-// Parse translates the Istio documents in data (one file, "---"
-// separated). It never panics on hostile input.
-func Parse(file string, data []byte, providers []string) (out []Loaded, err error) {
+// Parse translates the AuthorizationPolicy documents in data (one file,
+// "---" separated); other kinds are errors. It never panics on hostile
+// input.
+func Parse(file string, data []byte, providers []string) ([]Loaded, error) {
+	return parse(file, data, providers, false)
+}
+
+// forEachDocument decodes each non-empty document's node and header.
+func forEachDocument(data []byte, fn func(node *yaml.Node, h header, err error)) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var node yaml.Node
+		if err := dec.Decode(&node); err != nil {
+			if !errors.Is(err, io.EOF) {
+				fn(nil, header{}, fmt.Errorf("not valid YAML: %v", err))
+			}
+			return
+		}
+		if len(node.Content) == 0 || node.Content[0].Kind == yaml.ScalarNode && node.Content[0].Tag == "!!null" {
+			fn(nil, header{}, errEmpty)
+			continue
+		}
+		var h header
+		if err := node.Decode(&h); err != nil {
+			fn(&node, h, fmt.Errorf("not an Istio resource: %v", err))
+			continue
+		}
+		fn(&node, h, nil)
+	}
+}
+
+var errEmpty = errors.New("empty document")
+
+func parse(file string, data []byte, providers []string, authnMerged bool) (out []Loaded, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			out, err = nil, &configs.Error{File: file, Msg: fmt.Sprintf("cannot decode: %v", r)}
@@ -178,48 +218,45 @@ func Parse(file string, data []byte, providers []string) (out []Loaded, err erro
 	fail := func(key, format string, args ...any) {
 		errs = append(errs, &configs.Error{File: file, Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for n := 1; ; n++ {
-		var node yaml.Node
-		if err := dec.Decode(&node); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			fail(fmt.Sprintf("document %d", n), "not valid YAML: %v", err)
-			break
-		}
-		if len(node.Content) == 0 || node.Content[0].Kind == yaml.ScalarNode && node.Content[0].Tag == "!!null" {
-			continue // an empty document between separators
-		}
+	n := 0
+	forEachDocument(data, func(node *yaml.Node, h header, derr error) {
+		n++
 		where := fmt.Sprintf("document %d", n)
-		var h header
-		if err := node.Decode(&h); err != nil {
-			fail(where, "not an Istio resource: %v", err)
-			continue
+		switch {
+		case derr == errEmpty:
+			return
+		case derr != nil:
+			fail(where, "%v", derr)
+			return
 		}
 		switch h.APIVersion {
 		case "security.istio.io/v1", "security.istio.io/v1beta1":
 		default:
 			fail(where+".apiVersion", "%q is not supported (use security.istio.io/v1 or security.istio.io/v1beta1)", h.APIVersion)
-			continue
+			return
 		}
 		switch h.Kind {
 		case "AuthorizationPolicy":
-		case "RequestAuthentication", "PeerAuthentication":
-			fail(where+".kind", "%s is not supported yet in policies.d (configure authn: and listeners[].peer_authentication in the main config instead)", h.Kind)
-			continue
+		case "RequestAuthentication":
+			if !authnMerged {
+				fail(where+".kind", "RequestAuthentication is not loaded by this build (it must be merged into authn at load; configure authn.jwt in the main config instead)")
+			}
+			return
+		case "PeerAuthentication":
+			fail(where+".kind", "PeerAuthentication is not supported yet in policies_dir (set listeners[].peer_authentication and routes[].peer_authentication in the main config instead)")
+			return
 		default:
-			fail(where+".kind", "%q is not supported (policies.d holds AuthorizationPolicy documents)", h.Kind)
-			continue
+			fail(where+".kind", "%q is not supported (policies_dir holds AuthorizationPolicy and RequestAuthentication documents)", h.Kind)
+			return
 		}
 		var doc document
-		if err := strictDecode(&node, &doc); err != nil {
+		if err := strictDecode(node, &doc); err != nil {
 			fail(where, "%v", err)
-			continue
+			return
 		}
 		if doc.Metadata.Name == "" {
 			fail(where+".metadata.name", "is required")
-			continue
+			return
 		}
 		where = fmt.Sprintf("AuthorizationPolicy %s (document %d)", qualified(doc.Metadata), n)
 		p, perrs := translate(file, where, &doc, providers)
@@ -227,7 +264,7 @@ func Parse(file string, data []byte, providers []string) (out []Loaded, err erro
 		if len(perrs) == 0 {
 			out = append(out, Loaded{File: file, Key: where + ": spec", Policy: p})
 		}
-	}
+	})
 	return out, errors.Join(errs...)
 }
 
