@@ -20,8 +20,9 @@ type RequestInfo struct {
 	// X-Forwarded-For.
 	ClientIP netip.Addr
 	// TrustedPeer: the direct peer is a trusted proxy, so the inbound
-	// X-Forwarded-* headers are kept (ClientIP is appended to
-	// X-Forwarded-For). Otherwise they are replaced.
+	// X-Forwarded-* headers are kept and X-Forwarded-For gets the direct
+	// peer's address (r.RemoteAddr) appended. Otherwise they are
+	// replaced, X-Forwarded-For by ClientIP.
 	TrustedPeer bool
 	// Proto is the scheme the client used: "https" (or "http").
 	Proto string
@@ -255,10 +256,16 @@ func (p *Pool) outbound(ctx context.Context, r *http.Request, info *RequestInfo)
 		client = info.ClientIP.Unmap().String()
 	}
 	if info.TrustedPeer {
-		if prior := h[hdrXFF]; len(prior) > 0 && client != "" {
-			set(hdrXFF, strings.Join(prior, ", ")+", "+client)
-		} else if client != "" {
-			set(hdrXFF, client)
+		// Append the hop this request came from: the trusted proxy's own
+		// address (ClientIP was already taken from the list).
+		peer := client
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			peer = ap.Addr().Unmap().String()
+		}
+		if prior := h[hdrXFF]; len(prior) > 0 && peer != "" {
+			set(hdrXFF, strings.Join(prior, ", ")+", "+peer)
+		} else if peer != "" {
+			set(hdrXFF, peer)
 		}
 		if len(h[hdrXFProto]) == 0 {
 			set(hdrXFProto, proto)

@@ -349,7 +349,7 @@ func TestForwardedAndHopHeaders(t *testing.T) {
 		wantProto string
 		wantHost  string
 	}{
-		{"trusted peer appends", true, "203.0.113.9, 198.51.100.7", "http", "orig.example"},
+		{"trusted peer: its own address is appended", true, "203.0.113.9, 127.0.0.1", "http", "orig.example"},
 		{"untrusted peer replaces", false, "198.51.100.7", "https", "front.example"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
