@@ -348,6 +348,10 @@ func (d *DNS) validate(v *validator, c *Config) {
 		tv.addf("quarantine", "%s must be positive", t.Quarantine)
 	}
 	for j, q := range t.RefuseTypes {
+		if q == "" {
+			tv.addf(fmt.Sprintf("refuse_types[%d]", j), "is empty: YAML reads an unquoted NULL as null, write \"NULL\" in quotes")
+			continue
+		}
 		if _, ok := parseRefuseType(q); !ok {
 			tv.addf(fmt.Sprintf("refuse_types[%d]", j), "%q is not a query type (use e.g. NULL, KEY, PRIVATE, ANY, TYPE65399, or none)", q)
 		}

@@ -1,0 +1,142 @@
+package configs
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// dnsYAMLBlocks returns the ```yaml blocks of a Markdown file.
+func dnsYAMLBlocks(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile("(?s)```yaml\n(.*?)```")
+	var out []string
+	for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+// TestDocsDNS loads every yaml example of docs/dns.md; list files named
+// under /etc/ztgate/ are created in a temporary directory.
+func TestDocsDNS(t *testing.T) {
+	blocks := dnsYAMLBlocks(t, filepath.Join("..", "docs", "dns.md"))
+	if len(blocks) < 2 {
+		t.Fatalf("found %d yaml blocks in docs/dns.md", len(blocks))
+	}
+	etc := t.TempDir()
+	os.MkdirAll(filepath.Join(etc, "dns"), 0o755)
+	os.WriteFile(filepath.Join(etc, "dns", "deny.txt"), []byte("# blocklist\n0.0.0.0 ads.example\nmalware.example\n"), 0o644)
+	for i, b := range blocks {
+		b = strings.ReplaceAll(b, "/etc/ztgate/", etc+"/")
+		cfg, err := Parse("docs/dns.md", []byte(b), nil)
+		if err != nil {
+			t.Errorf("yaml block %d does not load:\n%s\n%v", i+1, b, err)
+			continue
+		}
+		if !cfg.DNS.Enabled() {
+			t.Errorf("yaml block %d leaves dnsguard off", i+1)
+		}
+	}
+}
+
+// TestDNSTestdata loads configs/testdata/dns-*.yaml: good files must
+// load, each bad file must produce every "# want:" error.
+func TestDNSTestdata(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "dns-*.yaml"))
+	if len(files) == 0 {
+		t.Fatal("no testdata/dns-*.yaml")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wants []string
+			for _, l := range strings.Split(string(data), "\n") {
+				if w, ok := strings.CutPrefix(l, "# want: "); ok {
+					wants = append(wants, w)
+				}
+			}
+			cfg, err := Parse(filepath.Base(f), data, nil)
+			if strings.Contains(f, "-good-") {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !cfg.DNS.Enabled() {
+					t.Fatal("dnsguard is off")
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("loaded without error")
+			}
+			if len(wants) == 0 {
+				t.Fatalf("bad file without # want: lines; error was:\n%v", err)
+			}
+			for _, w := range wants {
+				if !strings.Contains(err.Error(), filepath.Base(f)+": "+w) {
+					t.Errorf("missing error %q in:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestDNSDefaults(t *testing.T) {
+	cfg, err := Parse("t.yaml", []byte("dns:\n  listen: 127.0.0.1:53\n  upstreams: [{address: \"10.0.0.2:53\"}]\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.DNS
+	if !d.Enabled() || len(d.Listen) != 1 || d.Upstreams[0].Protocol != "udp" || d.Timeout != 2*time.Second ||
+		d.Attempts != 3 || d.UDPSize != 1232 || d.ECS != "strip" || d.BlockResponse != "NXDOMAIN" {
+		t.Errorf("top-level defaults: %+v", d)
+	}
+	if d.Cache.MaxEntries != 100000 || d.Cache.MaxTTL != 24*time.Hour || d.Cache.NegativeTTL != 5*time.Minute || d.Cache.ServeStale {
+		t.Errorf("cache defaults: %+v", d.Cache)
+	}
+	if d.RateLimit.QPS != 200 || d.RateLimit.Burst != 400 || d.RateLimit.MaxClients != 65536 {
+		t.Errorf("rate limit defaults: %+v", d.RateLimit)
+	}
+	tn := d.Tunneling
+	if tn.Mode != TunnelBlock || tn.QueryScore != 4 || tn.InstantScore != 8 || tn.SuspiciousQueries != 6 ||
+		tn.SuspiciousBytes != 768 || tn.DistinctSubdomains != 400 || tn.NameBytes != 16384 || tn.Window != time.Minute ||
+		tn.Quarantine != 15*time.Minute || strings.Join(tn.RefuseTypes, ",") != "NULL,KEY,PRIVATE" || tn.MaxTracked != 100000 {
+		t.Errorf("tunneling defaults (the documented default profile): %+v", tn)
+	}
+	if d.Resolved.Grace != time.Minute || d.Resolved.MaxEntries != 200000 {
+		t.Errorf("resolved defaults: %+v", d.Resolved)
+	}
+	off, err := Parse("t.yaml", []byte("storage: /tmp\n"), nil)
+	if err != nil || off.DNS.Enabled() {
+		t.Errorf("no dns section: enabled=%v err=%v", off.DNS.Enabled(), err)
+	}
+	empty, err := Parse("t.yaml", []byte("dns: {}\n"), nil)
+	if err != nil || empty.DNS.Enabled() {
+		t.Errorf("empty dns section: enabled=%v err=%v", empty.DNS.Enabled(), err)
+	}
+}
+
+func FuzzDNSPattern(f *testing.F) {
+	for _, s := range []string{"example.com", "*.example.com", "a*.b", "", ".", "-a.b", "xn--bcher-kva.example"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if CheckDNSPattern(s) == nil {
+			rest := strings.TrimPrefix(s, "*.")
+			if strings.Contains(rest, "*") || len(strings.TrimSuffix(rest, ".")) > 253 {
+				t.Fatalf("accepted %q", s)
+			}
+		}
+		DNSRefuseType(s)
+	})
+}
