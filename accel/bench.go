@@ -40,6 +40,8 @@ type BenchOptions struct {
 	HandshakeDuration time.Duration
 	// Concurrency is the number of handshake clients (default 4 per core).
 	Concurrency int
+	// NoResumption skips the session-ticket row (resumed handshakes/s).
+	NoResumption bool
 	// OpenSSL configures the openssl provider (library, provider, ...).
 	OpenSSL configs.AccelOpenSSL
 }
@@ -174,7 +176,7 @@ func Bench(ctx context.Context, w io.Writer, opts BenchOptions) error {
 				tw.Flush()
 				return ctx.Err()
 			}
-			r, err := benchHandshakes(ctx, e, keys[kt], opts.Concurrency, opts.HandshakeDuration)
+			r, err := benchHandshakes(ctx, e, keys[kt], opts.Concurrency, opts.HandshakeDuration, false)
 			if err != nil {
 				fmt.Fprintf(tw, "%s\t%s\terror: %v\t\t\n", p, kt, err)
 				continue
@@ -185,7 +187,31 @@ func Bench(ctx context.Context, w io.Writer, opts BenchOptions) error {
 			}
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if opts.NoResumption || len(engines) == 0 || ctx.Err() != nil {
+		return nil
+	}
+	// Resumed handshakes need no signature, so one provider stands for all.
+	kt := opts.KeyTypes[0]
+	for _, p := range opts.Providers {
+		e, ok := engines[p]
+		if !ok {
+			continue
+		}
+		r, err := benchHandshakes(ctx, e, keys[kt], opts.Concurrency, opts.HandshakeDuration, true)
+		if err != nil {
+			return err
+		}
+		rate := 0.0
+		if r.Handshakes > 0 {
+			rate = 100 * float64(r.Resumed) / float64(r.Handshakes)
+		}
+		fmt.Fprintf(w, "\nwith session tickets (%s, %s): %.0f handshakes/s, %.1f%% resumed\n", p, kt, r.Rate(), rate)
+		break
+	}
+	return nil
 }
 
 // benchSign returns signatures/s from one goroutine calling the
@@ -245,7 +271,7 @@ func benchSign(ctx context.Context, e *Engine, key crypto.Signer, d time.Duratio
 	return one, float64(total.Load()) / time.Since(start).Seconds(), nil
 }
 
-func benchHandshakes(ctx context.Context, e *Engine, key crypto.Signer, conc int, d time.Duration) (loadgen.Result, error) {
+func benchHandshakes(ctx context.Context, e *Engine, key crypto.Signer, conc int, d time.Duration, resume bool) (loadgen.Result, error) {
 	cert, err := SelfSignedCert(key)
 	if err != nil {
 		return loadgen.Result{}, err
@@ -258,17 +284,25 @@ func benchHandshakes(ctx context.Context, e *Engine, key crypto.Signer, conc int
 	if err != nil {
 		return loadgen.Result{}, err
 	}
-	srv := loadgen.Serve(ln, &tls.Config{
-		Certificates:           []tls.Certificate{*wc},
-		MinVersion:             tls.VersionTLS13,
-		SessionTicketsDisabled: true,
-	})
+	scfg := &tls.Config{Certificates: []tls.Certificate{*wc}, MinVersion: tls.VersionTLS13, SessionTicketsDisabled: !resume}
+	if resume {
+		tk, err := NewTickets(configs.AccelSessions{Rotation: time.Hour}, Deps{})
+		if err != nil {
+			return loadgen.Result{}, err
+		}
+		defer tk.Close()
+		tk.Register(scfg)
+	}
+	srv := loadgen.Serve(ln, scfg)
 	defer srv.Close()
 	roots := x509.NewCertPool()
 	roots.AddCert(cert.Leaf)
-	r := loadgen.Run(ctx, ln.Addr().String(), &tls.Config{
+	ccfg := &tls.Config{
 		RootCAs: roots, ServerName: "bench.test", MinVersion: tls.VersionTLS13,
 		CurvePreferences: []tls.CurveID{tls.X25519},
-	}, conc, d)
-	return r, nil
+	}
+	if resume {
+		ccfg.ClientSessionCache = tls.NewLRUClientSessionCache(conc)
+	}
+	return loadgen.Run(ctx, ln.Addr().String(), ccfg, conc, d), nil
 }

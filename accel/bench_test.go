@@ -21,7 +21,7 @@ func TestBenchPrintsTables(t *testing.T) {
 	}
 	s := out.String()
 	t.Log("\n" + s)
-	for _, w := range []string{"sign/s 1 goroutine", "handshakes/s", "rsa2048", "ecdsa_p256", "unavailable"} {
+	for _, w := range []string{"sign/s 1 goroutine", "handshakes/s", "rsa2048", "ecdsa_p256", "unavailable", "resumed"} {
 		if !strings.Contains(s, w) {
 			t.Errorf("output lacks %q", w)
 		}

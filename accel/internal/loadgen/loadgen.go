@@ -76,6 +76,7 @@ func (s *Server) Close() {
 // Result of a client run.
 type Result struct {
 	Handshakes int64
+	Resumed    int64
 	Failures   int64
 	FirstError error
 	Elapsed    time.Duration
@@ -92,9 +93,12 @@ func (r Result) Rate() float64 {
 // Run makes full handshakes to addr from conc goroutines until d passes
 // or ctx ends. Each connection is new, sessions are never resumed, and
 // the client sends one GET and reads the whole response.
+//
+// If cfg has a ClientSessionCache, clients resume sessions with it and
+// Result.Resumed counts the handshakes that did.
 func Run(ctx context.Context, addr string, cfg *tls.Config, conc int, d time.Duration) Result {
 	cfg = cfg.Clone()
-	cfg.ClientSessionCache = nil
+	var resumed atomic.Int64
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
@@ -135,6 +139,9 @@ func Run(ctx context.Context, addr string, cfg *tls.Config, conc int, d time.Dur
 				switch {
 				case err == nil:
 					ok.Add(1)
+					if tc.ConnectionState().DidResume {
+						resumed.Add(1)
+					}
 				case live():
 					if fail.Add(1) == 1 {
 						firstErr.Store(err)
@@ -144,7 +151,7 @@ func Run(ctx context.Context, addr string, cfg *tls.Config, conc int, d time.Dur
 		}()
 	}
 	wg.Wait()
-	r := Result{Handshakes: ok.Load(), Failures: fail.Load(), Elapsed: time.Since(start)}
+	r := Result{Handshakes: ok.Load(), Resumed: resumed.Load(), Failures: fail.Load(), Elapsed: time.Since(start)}
 	if e, ok := firstErr.Load().(error); ok {
 		r.FirstError = e
 	}
