@@ -79,8 +79,8 @@ func meshUpstream(t *testing.T, ca *workloadapitest.CA, id string) *httptest.Ser
 
 // TestThroughUpstreamPool: config file → Source → upstream pool → mTLS
 // upstream, which sees the gateway's SPIFFE ID over HTTP/2; a wrong
-// upstream ID is refused with a log line naming both IDs; without an SVID
-// the pool's error carries svid.ErrNoSVID.
+// upstream ID is refused (502) with a log line naming both IDs; without
+// an SVID the pool answers 503 with svid.ErrNoSVID as the cause.
 func TestThroughUpstreamPool(t *testing.T) {
 	dir, err := os.MkdirTemp("", "mesh")
 	if err != nil {
@@ -139,7 +139,7 @@ identity:
 	if err != nil {
 		t.Fatal(err)
 	}
-	deps := upstream.Deps{Logger: logger, Metrics: um, SPIFFETLS: src.UpstreamTLS}
+	deps := upstream.Deps{Logger: logger, Metrics: um, SPIFFETLS: src.UpstreamTLS, SPIFFEUnavailable: svid.ErrNoSVID}
 	pools := map[string]*upstream.Pool{}
 	for _, u := range cfg.Upstreams {
 		p, err := upstream.New(u, deps)
@@ -165,10 +165,9 @@ identity:
 		t.Fatal("ready without an agent")
 	}
 	rec, err := proxy("details")
-	if !errors.Is(err, svid.ErrNoSVID) {
-		t.Fatalf("without an SVID: %v; want svid.ErrNoSVID in the chain", err)
+	if !errors.Is(err, svid.ErrNoSVID) || rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "upstream identity unavailable") {
+		t.Fatalf("without an SVID: %d %q %v; want 503 with svid.ErrNoSVID in the chain", rec.Code, rec.Body, err)
 	}
-	t.Logf("without an SVID the pool answers %d (svid.ErrNoSVID should map to 503)", rec.Code)
 
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
