@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -149,6 +150,10 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if lr.altSvc != "" && !h.h3 {
 		rec.Header().Set("Alt-Svc", lr.altSvc)
 	}
+	if err := normalizePath(r); err != nil {
+		writeError(rec, req, err)
+		return
+	}
 	host := normalizeHost(r.Host)
 	rte := rt.router.Match(h.name, host, r.URL.Path, r.Method)
 	if rte == nil {
@@ -187,6 +192,42 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := rt.ext.Forward(rec, req); err != nil {
 		writeError(rec, req, err)
 	}
+}
+
+// normalizePath makes routing, authorization and the upstream see one
+// path: dot segments are resolved and repeated slashes merged (Istio's
+// NORMALIZE_AND_MERGE_SLASHES), so "/api//admin" or "/x/../admin" cannot
+// slip past a policy written for "/api/admin". Encoded slashes and
+// backslashes (%2F, %5C) are refused: the upstream may read them as
+// separators that the policy did not see.
+func normalizePath(r *http.Request) error {
+	if raw := r.URL.RawPath; raw != "" {
+		l := strings.ToLower(raw)
+		if strings.Contains(l, "%2f") || strings.Contains(l, "%5c") {
+			return &Denial{Status: http.StatusBadRequest, Message: "encoded slash in path", Reason: "bad_path"}
+		}
+	}
+	p := r.URL.Path
+	if p == "" || p[0] != '/' {
+		if r.Method == http.MethodOptions && p == "*" {
+			return nil
+		}
+		return &Denial{Status: http.StatusBadRequest, Message: "bad path", Reason: "bad_path"}
+	}
+	if !needsClean(p) {
+		return nil
+	}
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	r.URL.Path, r.URL.RawPath = clean, ""
+	return nil
+}
+
+func needsClean(p string) bool {
+	return strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
+		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..") || strings.Contains(p, "\\")
 }
 
 // identify computes the client address, the request id and the scheme.

@@ -445,3 +445,34 @@ func TestClientFromXFF(t *testing.T) {
 func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
+
+func TestNormalizePath(t *testing.T) {
+	cases := []struct {
+		raw, want string
+		bad       bool
+	}{
+		{"/api/admin", "/api/admin", false},
+		{"/api//admin", "/api/admin", false},
+		{"/x/../api/admin", "/api/admin", false},
+		{"/api/./admin/", "/api/admin/", false},
+		{"/../../etc/passwd", "/etc/passwd", false},
+		{"/api%2Fadmin", "", true},
+		{"/api%5cadmin", "", true},
+		{"/a%20b", "/a b", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.raw, func(t *testing.T) {
+			r, err := http.NewRequest("GET", "https://x"+tc.raw, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = normalizePath(r)
+			if tc.bad != (err != nil) {
+				t.Fatalf("error %v, want bad=%v", err, tc.bad)
+			}
+			if !tc.bad && r.URL.Path != tc.want {
+				t.Fatalf("path %q, want %q", r.URL.Path, tc.want)
+			}
+		})
+	}
+}

@@ -9,6 +9,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ztgate/ztgate/authn/jwt"
+	"github.com/ztgate/ztgate/authn/peer"
+	"github.com/ztgate/ztgate/authz"
+	"github.com/ztgate/ztgate/authz/extauthz"
+	"github.com/ztgate/ztgate/authz/rego"
 	"github.com/ztgate/ztgate/configs"
 	"github.com/ztgate/ztgate/gateway"
 	"github.com/ztgate/ztgate/gateway/certs"
@@ -24,6 +29,7 @@ type components struct {
 	first     *configs.Config // the config New was built with
 	certs     *certs.Manager
 	upstreams *upstream.Registry
+	keys      *jwt.KeyCache // JWKS caches, shared by every snapshot
 }
 
 func newComponents(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer) (*components, error) {
@@ -38,6 +44,7 @@ func newComponents(cfg *configs.Config, log *slog.Logger, reg prometheus.Registe
 		return nil, err
 	}
 	c.upstreams = upstream.NewRegistry(upstream.Deps{Logger: log, Metrics: um})
+	c.keys = jwt.NewKeyCache(jwt.Deps{Logger: log, Metrics: reg})
 	return c, nil
 }
 
@@ -58,11 +65,13 @@ func (c *components) apply(cfg *configs.Config) error {
 
 func (c *components) shutdown(ctx context.Context) {
 	c.upstreams.Close()
+	c.keys.Close()
 	c.certs.Stop()
 }
 
 func (c *components) registerAdmin(a *gateway.Admin) {
 	a.AddReadyCheck("certificates", c.certs.Ready)
+	a.AddReadyCheck("jwks", c.keys.Ready)
 	a.Handle("GET /certificates", c.certs.StatusHandler())
 	a.Handle("GET /upstreams", c.upstreams.StatusHandler())
 }
@@ -70,22 +79,74 @@ func (c *components) registerAdmin(a *gateway.Admin) {
 // tlsHook is applied once to every listener socket's TLS config.
 func (c *components) tlsHook(tc *tls.Config) {}
 
-// extensions compiles the per-snapshot pipeline parts for cfg.
-func (c *components) extensions(cfg *configs.Config) (*gateway.Extension, error) {
+// extensions compiles the per-snapshot pipeline parts for cfg: the
+// upstream pool set, the JWT authenticator, the authorization engine,
+// each listener's client-certificate settings and each route's stages.
+func (c *components) extensions(cfg *configs.Config) (ext *gateway.Extension, err error) {
+	p, err := compilePolicy(cfg, c.log, c.reg, c.keys, false)
+	if err != nil {
+		return nil, err
+	}
 	set, err := c.upstreams.Update(cfg.Upstreams)
 	if err != nil {
+		p.release()
 		return nil, fmt.Errorf("%s: upstreams: %w", cfg.File, err)
 	}
 	return &gateway.Extension{
-		Forward: forwarder(set),
+		Stages:       p.stages,
+		ConfigureTLS: p.configureTLS,
+		Forward:      forwarder(set),
 		Ready: func() error {
 			if !set.HealthKnown() {
 				return fmt.Errorf("upstream health checks have not completed yet")
 			}
 			return nil
 		},
-		Release: set.Release,
+		Release: func() {
+			set.Release()
+			p.release()
+		},
 	}, nil
+}
+
+// policy is one snapshot's compiled authentication and authorization.
+type policy struct {
+	jwt   *jwt.Authenticator
+	authz *authz.Engine
+}
+
+func compilePolicy(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer, keys *jwt.KeyCache, offline bool) (*policy, error) {
+	j, err := jwt.New(cfg, jwt.Deps{Logger: log, Keys: keys, Offline: offline})
+	if err != nil {
+		return nil, err
+	}
+	z, err := authz.New(cfg, authz.Deps{Logger: log, Metrics: reg, Rego: rego.Compiler, HTTP: extauthz.Factory})
+	if err != nil {
+		j.Close()
+		return nil, err
+	}
+	return &policy{jwt: j, authz: z}, nil
+}
+
+func (p *policy) release() { p.jwt.Close() }
+
+func (p *policy) stages(l *configs.Listener, r *configs.Route) ([]gateway.Stage, error) {
+	st, err := newPolicyStage(l, r, p.jwt, p.authz, nil)
+	if err != nil {
+		return nil, err
+	}
+	return []gateway.Stage{st}, nil
+}
+
+// configureTLS applies the listener's peer authentication (client
+// certificates) to its per-snapshot TLS config.
+func (p *policy) configureTLS(l *configs.Listener, tc *tls.Config) error {
+	s, err := peer.FromConfig(l.PeerAuthentication, nil)
+	if err != nil {
+		return err
+	}
+	s.Apply(tc)
+	return nil
 }
 
 // forwarder proxies a routed request to its upstream pool.
@@ -125,7 +186,14 @@ func forwarder(set *upstream.Set) func(w http.ResponseWriter, req *gateway.Reque
 // compileOnly is `ztgate validate`: everything a reload compiles, with
 // nothing started and nothing written.
 func compileOnly(cfg *configs.Config) error {
-	_, err := gateway.Compile(cfg, gateway.Deps{Certs: dryCerts{}})
+	p, err := compilePolicy(cfg, slog.New(slog.DiscardHandler), nil, nil, true)
+	if err != nil {
+		return err
+	}
+	defer p.release()
+	_, err = gateway.Compile(cfg, gateway.Deps{Certs: dryCerts{}, Extensions: func(*configs.Config) (*gateway.Extension, error) {
+		return &gateway.Extension{Stages: p.stages, ConfigureTLS: p.configureTLS}, nil
+	}})
 	return err
 }
 
