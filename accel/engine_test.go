@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -458,4 +459,79 @@ func value(m prometheus.Metric) float64 {
 		return d.Counter.GetValue()
 	}
 	return d.Gauge.GetValue()
+}
+
+// TestUnsupportedKeyFallsBackToGo: OpenSSL is not asked to hold Ed25519
+// keys; the engine serves them with go and counts the fallback.
+func TestUnsupportedKeyFallsBackToGo(t *testing.T) {
+	if _, ok := providers(t)["openssl"]; !ok {
+		t.Skip("no libcrypto")
+	}
+	e := newEngine(t, configs.Accel{Provider: "openssl", Required: true}, prometheus.NewRegistry())
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	c, err := e.Wrap(selfSigned(t, priv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.PrivateKey.(*signer)
+	if s.prov.Name() != "go" {
+		t.Fatalf("ed25519 served by %s", s.prov.Name())
+	}
+	msg := []byte("hello")
+	sig, err := s.Sign(rand.Reader, msg, crypto.Hash(0))
+	if err != nil || !ed25519.Verify(priv.Public().(ed25519.PublicKey), msg, sig) {
+		t.Fatalf("ed25519 via go: %v", err)
+	}
+	if got := value(e.m.fallbacks.WithLabelValues("openssl", "import")); got != 1 {
+		t.Fatalf("import fallbacks = %v, want 1", got)
+	}
+}
+
+// TestConcurrentWrapAndSign signs from many goroutines with keys wrapped
+// concurrently: every signature verifies (run with -race for the cgo
+// provider's memory handling).
+func TestConcurrentWrapAndSign(t *testing.T) {
+	for pname, cfg := range providers(t) {
+		t.Run(pname, func(t *testing.T) {
+			e := newEngine(t, cfg, prometheus.NewRegistry())
+			certs := []*tls.Certificate{selfSigned(t, testKeys()["rsa2048"]), selfSigned(t, testKeys()["ecdsa_p256"])}
+			var wg sync.WaitGroup
+			errs := make(chan error, 16)
+			for g := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := e.Wrap(certs[g%2])
+					if err != nil {
+						errs <- err
+						return
+					}
+					s := c.PrivateKey.(crypto.Signer)
+					for i := range 25 {
+						d := sha256.Sum256([]byte{byte(g), byte(i)})
+						var o crypto.SignerOpts = crypto.SHA256
+						if g%4 == 0 {
+							o = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}
+						}
+						sig, err := s.Sign(rand.Reader, d[:], o)
+						if err == nil {
+							err = verify(s.Public(), d[:], sig, o)
+						}
+						if err != nil {
+							errs <- err
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if got := value(e.m.keys); got != 2 {
+				t.Fatalf("%v keys imported, want 2", got)
+			}
+		})
+	}
 }
