@@ -238,3 +238,31 @@ func TestLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentDecide: one Engine serves many goroutines (run with
+// -race); each must get its own correct answer.
+func TestConcurrentDecide(t *testing.T) {
+	e := engine(t, "  policies:\n    - name: d\n      action: DENY\n      rules: [{to: [{operation: {paths: [\"/admin/{**}\"]}}]}]\n    - name: a\n      action: AUDIT\n      rules: [{}]\n    - name: dry\n      dry_run: true\n      rules: [{to: [{operation: {methods: [GET]}}]}]\n")
+	done := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for i := range 200 {
+				a := base()
+				deny := (g+i)%2 == 0
+				if deny {
+					a.Path = "/admin/x"
+				}
+				if d := e.Decide(context.Background(), a); d.Allowed == deny {
+					done <- errors.New(d.Reason)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
