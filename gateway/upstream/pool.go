@@ -239,10 +239,21 @@ func (p *Pool) publishAll() {
 // unhealthy or ejected it fails open (Envoy's panic mode) and picks among
 // them all, logging that at most every 10 s.
 func (p *Pool) pick(tried []*endpoint) *endpoint {
-	if e := p.pickFrom(tried, true); e != nil {
+	// Round robin rotates over the eligible endpoints, so an unhealthy
+	// one does not double its neighbour's share. A retry does not move
+	// the shared counter.
+	var seq uint64
+	if p.lb == RoundRobin {
+		if len(tried) == 0 {
+			seq = p.rr.Add(1)
+		} else {
+			seq = p.rr.Load()
+		}
+	}
+	if e := p.pickFrom(tried, seq, true); e != nil {
 		return e
 	}
-	e := p.pickFrom(tried, false)
+	e := p.pickFrom(tried, seq, false)
 	if e != nil {
 		now := time.Now().UnixNano()
 		last := p.panicLog.Load()
@@ -262,56 +273,33 @@ func isTried(e *endpoint, tried []*endpoint) bool {
 	return false
 }
 
-func (p *Pool) pickFrom(tried []*endpoint, healthyOnly bool) *endpoint {
-	n := len(p.eps)
-	ok := func(e *endpoint) bool {
-		return (!healthyOnly || e.available()) && !isTried(e, tried)
-	}
-	if p.lb == LeastRequests && n > 1 {
-		// Power of two choices among the eligible endpoints.
-		var buf [16]*endpoint
-		cand := buf[:0]
-		for _, e := range p.eps {
-			if ok(e) {
-				cand = append(cand, e)
-			}
-		}
-		switch len(cand) {
-		case 0:
-			return nil
-		case 1:
-			return cand[0]
-		}
-		i := rand.IntN(len(cand))
-		j := rand.IntN(len(cand) - 1)
-		if j >= i {
-			j++
-		}
-		a, b := cand[i], cand[j]
-		if b.outstanding.Load() < a.outstanding.Load() {
-			return b
-		}
-		return a
-	}
-	var start int
-	if len(tried) > 0 {
-		// A retry takes the endpoint after the one that failed, without
-		// moving the shared counter (which would skew the rotation).
-		for i, e := range p.eps {
-			if e == tried[len(tried)-1] {
-				start = i + 1
-			}
-		}
-	} else {
-		start = int(p.rr.Add(1) % uint64(n))
-	}
-	for i := 0; i < n; i++ {
-		e := p.eps[(start+i)%n]
-		if ok(e) {
-			return e
+func (p *Pool) pickFrom(tried []*endpoint, seq uint64, healthyOnly bool) *endpoint {
+	var buf [16]*endpoint
+	cand := buf[:0]
+	for _, e := range p.eps {
+		if (!healthyOnly || e.available()) && !isTried(e, tried) {
+			cand = append(cand, e)
 		}
 	}
-	return nil
+	switch {
+	case len(cand) == 0:
+		return nil
+	case len(cand) == 1:
+		return cand[0]
+	case p.lb == RoundRobin:
+		return cand[seq%uint64(len(cand))]
+	}
+	// Least requests: power of two random choices.
+	i := rand.IntN(len(cand))
+	j := rand.IntN(len(cand) - 1)
+	if j >= i {
+		j++
+	}
+	a, b := cand[i], cand[j]
+	if b.outstanding.Load() < a.outstanding.Load() {
+		return b
+	}
+	return a
 }
 
 // success resets e's failure streak.

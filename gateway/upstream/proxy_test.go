@@ -47,6 +47,16 @@ func TestRoundRobinDistribution(t *testing.T) {
 			t.Fatalf("round robin over 3 endpoints, 30 requests: got %v, want 10 each", counts)
 		}
 	}
+	// With a unavailable, b and c share evenly (not 2:1 by position).
+	p.eps[0].unhealthy.Store(true)
+	clear(counts)
+	for i := 0; i < 30; i++ {
+		_, body := get(t, f.Client(), "GET", f.URL, nil)
+		counts[body]++
+	}
+	if counts["a"] != 0 || counts["b"] != 15 || counts["c"] != 15 {
+		t.Fatalf("round robin with one endpoint unhealthy: %v, want b and c 15 each", counts)
+	}
 }
 
 func TestLeastRequests(t *testing.T) {
@@ -196,8 +206,11 @@ func TestPassiveEjection(t *testing.T) {
 	events := make(chan bool, 4)
 	m, _ := NewMetrics(nil)
 	deps := Deps{Metrics: m, hooks: &testHooks{onEject: func(_ string, ej bool) { events <- ej }}}
+	// A long ejection_time, so the ejected phase cannot end while the
+	// test looks at it; the return is triggered by hand, as the timer
+	// would (the timer itself is tested below).
 	u := parseUpstream(t, "outlier", []string{addr(flaky), addr(good)},
-		"    outlier_detection: {consecutive_failures: 2, ejection_time: 300ms, max_ejection_percent: 50}\n")
+		"    outlier_detection: {consecutive_failures: 2, ejection_time: 1h, max_ejection_percent: 50}\n")
 	p := newPool(t, u, deps)
 	p.current.Store(true)
 	f := front(t, p, nil, nil)
@@ -222,8 +235,12 @@ func TestPassiveEjection(t *testing.T) {
 	mu.Lock()
 	failing = false
 	mu.Unlock()
+	p.unEject(p.eps[0])
 	if ej := <-events; ej {
 		t.Fatal("want the return from ejection")
+	}
+	if v := metricValue(m.healthy.WithLabelValues("outlier", addr(flaky))); v != 1 {
+		t.Fatalf("health gauge after the return = %v", v)
 	}
 	seen := map[string]bool{}
 	for i := 0; i < 4; i++ {
@@ -235,6 +252,39 @@ func TestPassiveEjection(t *testing.T) {
 	}
 	if n := metricValue(m.ejections.WithLabelValues("outlier", addr(flaky))); n != 1 {
 		t.Fatalf("ejections = %v", n)
+	}
+
+	t.Run("ejection_time ends the ejection", func(t *testing.T) {
+		events := make(chan bool, 4)
+		u := parseUpstream(t, "outlier2", []string{addr(flaky), addr(good)},
+			"    outlier_detection: {consecutive_failures: 1, ejection_time: 50ms}\n")
+		p := newPool(t, u, Deps{hooks: &testHooks{onEject: func(_ string, ej bool) { events <- ej }}})
+		p.failure(p.eps[0], "test")
+		if !<-events || <-events {
+			t.Fatal("want an ejection, then its end")
+		}
+		if p.Endpoints()[0].Ejected {
+			t.Fatal("still ejected")
+		}
+	})
+}
+
+func TestPanicMode(t *testing.T) {
+	a, b := named(t, "a"), named(t, "b")
+	p := newPool(t, parseUpstream(t, "panic", []string{addr(a), addr(b)}, ""), Deps{})
+	p.eps[0].unhealthy.Store(true)
+	p.eps[1].ejected.Store(true)
+	f := front(t, p, nil, nil)
+	seen := map[string]bool{}
+	for i := 0; i < 4; i++ {
+		code, body := get(t, f.Client(), "GET", f.URL, nil)
+		if code != 200 {
+			t.Fatalf("every endpoint unavailable: %d, want traffic to all (fail open)", code)
+		}
+		seen[body] = true
+	}
+	if !seen["a"] || !seen["b"] {
+		t.Fatalf("panic mode should spread over all endpoints: %v", seen)
 	}
 }
 
@@ -306,13 +356,6 @@ func TestActiveHealthCheck(t *testing.T) {
 			t.Fatalf("unhealthy endpoint got traffic: %q", body)
 		}
 	}
-	// Panic mode: when every endpoint is unhealthy, traffic goes to all.
-	p.eps[1].unhealthy.Store(true)
-	if code, _ := get(t, f.Client(), "GET", f.URL, nil); code != 200 {
-		t.Fatalf("panic mode: %d", code)
-	}
-	p.eps[1].unhealthy.Store(false)
-
 	mu.Lock()
 	status = 204
 	mu.Unlock()
