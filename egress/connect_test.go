@@ -203,7 +203,9 @@ func TestConnectSNIMismatchOpenSSL(t *testing.T) {
 
 func TestHTTPForwardCurl(t *testing.T) {
 	f := newConnectFixture(t, "")
-	out, err := f.curl(t, "-x", "http://"+f.fwd, "-H", "Proxy-Authorization: Basic c2VjcmV0", fmt.Sprintf("http://plain.test:%d/x", f.plainPort))
+	// The Host header names another site: the origin must see the
+	// request target's host, which the policy decided on.
+	out, err := f.curl(t, "-x", "http://"+f.fwd, "-H", "Proxy-Authorization: Basic c2VjcmV0", "-H", "Host: evil.test", fmt.Sprintf("http://plain.test:%d/x", f.plainPort))
 	if err != nil || !strings.HasPrefix(out, "plain hello, host=plain.test") {
 		t.Fatalf("curl: %v: %s", err, out)
 	}

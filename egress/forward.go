@@ -89,6 +89,9 @@ func (p *Proxy) handleForward(rt *snapshot, c *conn, client net.Conn, br *bufio.
 	}
 	req.Close = true
 	req.RequestURI = ""
+	// RFC 9112 3.2.2: a proxy replaces Host with the request target's
+	// authority, so the origin sees the name the policy decided on.
+	req.Host = u.Host
 	client.SetReadDeadline(time.Time{})
 	stopIdle := watchIdle(c, client, up, rt.lim.IdleTimeout)
 	defer stopIdle()

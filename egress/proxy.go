@@ -169,6 +169,9 @@ func (p *Proxy) Apply(cfg *configs.Config) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closing {
+		return errors.New("egress: shutting down")
+	}
 	if p.started {
 		if err := p.openLocked(rt); err != nil {
 			p.m.reloads.WithLabelValues("failure").Inc()

@@ -38,7 +38,7 @@ func (p *Proxy) splice(rt *snapshot, c *conn, client net.Conn, up *net.TCPConn, 
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		n, err := io.Copy(up, client)
+		n, err := copyConn(up, client)
 		upN = n
 		if err != nil {
 			c.closeAll()
@@ -46,7 +46,7 @@ func (p *Proxy) splice(rt *snapshot, c *conn, client net.Conn, up *net.TCPConn, 
 		}
 		up.CloseWrite()
 	}()
-	n, err := io.Copy(client, up)
+	n, err := copyConn(client, up)
 	rec.down += n
 	if err != nil {
 		c.closeAll()
@@ -55,6 +55,31 @@ func (p *Proxy) splice(rt *snapshot, c *conn, client net.Conn, up *net.TCPConn, 
 	}
 	wg.Wait()
 	rec.up += upN
+}
+
+// spliceAfter is how many bytes a direction copies through a user-space
+// buffer before it switches to io.Copy (splice(2) between TCP sockets).
+// Most connections are short (a handshake and a small exchange); for
+// them a pooled buffer costs less than setting up splice pipes, while
+// bulk transfers still run zero-copy after the first bytes.
+const spliceAfter = 64 << 10
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// onlyWriter and onlyReader hide ReadFrom/WriteTo so io.CopyBuffer uses
+// the buffer instead of splice for the first bytes.
+type onlyWriter struct{ io.Writer }
+type onlyReader struct{ io.Reader }
+
+func copyConn(dst, src net.Conn) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	n, err := io.CopyBuffer(onlyWriter{dst}, onlyReader{io.LimitReader(src, spliceAfter)}, *bp)
+	copyBufs.Put(bp)
+	if err != nil || n < spliceAfter {
+		return n, err // src ended (or failed) within the first bytes
+	}
+	m, err := io.Copy(dst, src)
+	return n + m, err
 }
 
 // watchIdle closes the connection when neither side has sent data for

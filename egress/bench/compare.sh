@@ -148,7 +148,7 @@ declare -A CURL=( [direct]="--resolve allowed.test:443:127.0.0.2 https://allowed
   [haproxy]="--resolve allowed.test:21500:127.0.0.1 https://allowed.test:21500/big.bin"
   [ztgate]="--interface 127.0.0.5 --resolve allowed.test:443:127.0.0.2 https://allowed.test/big.bin"
   [ztgate-connect]="-x http://127.0.0.1:3128 https://allowed.test/big.bin" )
-PATHS=(direct nginx haproxy ztgate ztgate-connect)
+read -r -a PATHS <<<"${PATHS:-direct nginx haproxy ztgate ztgate-connect}"
 
 echo "# allowlist checks" >&2
 for p in nginx haproxy ztgate ztgate-connect; do
