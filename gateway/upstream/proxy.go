@@ -307,7 +307,15 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 func (p *Pool) respond(w http.ResponseWriter, res *http.Response, info *RequestInfo, e *endpoint, client context.Context, progress func()) error {
 	defer res.Body.Close()
 	h := w.Header()
+	gatewayAltSvc := h["Alt-Svc"]
 	copyEndToEnd(h, res.Header)
+	// Alt-Svc advertises the gateway's own protocols (HTTP/3); an
+	// upstream's describes the upstream, which the client cannot reach.
+	if gatewayAltSvc != nil {
+		h["Alt-Svc"] = gatewayAltSvc
+	} else {
+		delete(h, "Alt-Svc")
+	}
 	info.ResponseHeaders.Apply(h)
 	if len(res.Trailer) > 0 {
 		names := make([]string, 0, len(res.Trailer))

@@ -374,6 +374,7 @@ func echo(t testing.TB) *httptest.Server {
 		w.Header().Set("X-Hop", "secret")
 		w.Header().Set("Keep-Alive", "timeout=5")
 		w.Header().Set("X-End", "kept")
+		w.Header().Set("Alt-Svc", `h3=":9999"`)
 		json.NewEncoder(w).Encode(h)
 	}))
 	t.Cleanup(s.Close)
@@ -440,6 +441,9 @@ func TestForwardedAndHopHeaders(t *testing.T) {
 			}
 			if res.Header.Get("X-Hop") != "" || res.Header.Get("Keep-Alive") != "" {
 				t.Errorf("client saw the upstream's hop-by-hop headers: %v", res.Header)
+			}
+			if res.Header.Get("Alt-Svc") != "" {
+				t.Errorf("the upstream's Alt-Svc reached the client")
 			}
 			if res.Header.Get("X-End") != "kept" || res.Header.Get("X-Served-By") != "ztgate" {
 				t.Errorf("response headers: %v", res.Header)
