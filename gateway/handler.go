@@ -150,6 +150,10 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if lr.altSvc != "" && !h.h3 {
 		rec.Header().Set("Alt-Svc", lr.altSvc)
 	}
+	if err := checkMessage(r); err != nil {
+		writeError(rec, req, err)
+		return
+	}
 	if err := normalizePath(r); err != nil {
 		writeError(rec, req, err)
 		return
@@ -192,6 +196,24 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := rt.ext.Forward(rec, req); err != nil {
 		writeError(rec, req, err)
 	}
+}
+
+// checkMessage refuses HTTP/2 and HTTP/3 requests with connection-specific
+// header fields (RFC 9113 8.2.2, RFC 9114 4.2): they are malformed, and
+// passed on to an HTTP/1.1 upstream they are a request-smuggling vector.
+func checkMessage(r *http.Request) error {
+	if r.ProtoMajor < 2 {
+		return nil
+	}
+	for _, h := range []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade"} {
+		if _, ok := r.Header[h]; ok {
+			return &Denial{Status: http.StatusBadRequest, Message: "connection-specific header in an HTTP/2 or HTTP/3 request", Reason: "malformed_request"}
+		}
+	}
+	if te, ok := r.Header["Te"]; ok && (len(te) != 1 || !strings.EqualFold(strings.TrimSpace(te[0]), "trailers")) {
+		return &Denial{Status: http.StatusBadRequest, Message: "TE other than trailers in an HTTP/2 or HTTP/3 request", Reason: "malformed_request"}
+	}
+	return nil
 }
 
 // normalizePath makes routing, authorization and the upstream see one
