@@ -29,6 +29,8 @@ type policy struct {
 	// indexed. Both ascending, so the first match is still the first rule.
 	index map[string][]int32
 	rest  []int32
+	// reasons[i] is the decision reason when rule i matches (built once).
+	reasons []string
 }
 
 // indexThreshold is the rule count from which a policy gets an index.
@@ -228,6 +230,9 @@ func (c *compiler) policy(cp *configs.Policy, w where) *policy {
 		keys[i] = indexKeys(&cp.Rules[i])
 	}
 	p.buildIndex(keys)
+	for i := range p.rules {
+		p.reasons = append(p.reasons, fmt.Sprintf("%s policy %q rule %d matched", act, p.name, i))
+	}
 	return p
 }
 

@@ -48,6 +48,7 @@ type Engine struct {
 	selected    []*policy // policies with a selector
 	routeLabels map[string]map[string]string
 	sets        map[setKey]*policySet
+	counters    map[counterKey]prometheus.Counter
 }
 
 type setKey struct{ listener, route string }
@@ -58,6 +59,7 @@ type policySet struct {
 	custom, deny, allow, audit []*policy
 	shadow                     *policySet
 	dryRun                     []*policy
+	noAllow                    string // the reason when no ALLOW matches
 }
 
 // New compiles the authz section of cfg (and policies_dir) into an
@@ -198,6 +200,7 @@ func New(cfg *configs.Config, deps Deps) (*Engine, error) {
 	if len(c.errs) > 0 {
 		return nil, errors.Join(c.errs...)
 	}
+	e.buildCounters()
 	// Precompute the set for every listener × route the config can
 	// produce, so Decide only does a map lookup.
 	for _, r := range cfg.Routes {
@@ -264,7 +267,17 @@ func (e *Engine) buildSet(listener, route string, labels map[string]string) *pol
 	if len(set.dryRun) > 0 {
 		set.shadow = shadow
 	}
+	set.finish()
+	shadow.finish()
 	return set
+}
+
+func (s *policySet) finish() {
+	names := make([]string, len(s.allow))
+	for i, p := range s.allow {
+		names[i] = p.name
+	}
+	s.noAllow = fmt.Sprintf("no ALLOW policy matched (applicable: %s)", patterns(names))
 }
 
 func (s *policySet) add(p *policy) {
@@ -455,7 +468,7 @@ func (e *Engine) evaluate(ctx context.Context, set *policySet, a *Attributes, st
 	for _, p := range set.deny {
 		if i := p.match(a); i >= 0 {
 			st.tracef("DENY %q rule %d matched: %s", p.name, i, p.rules[i].text)
-			d := deny(p, i, 403, fmt.Sprintf("DENY policy %q rule %d matched", p.name, i))
+			d := deny(p, i, 403, p.reasons[i])
 			d.ResponseHeaders = response
 			return d
 		}
@@ -467,16 +480,11 @@ func (e *Engine) evaluate(ctx context.Context, set *policySet, a *Attributes, st
 			if i := p.match(a); i >= 0 {
 				st.tracef("ALLOW %q rule %d matched: %s", p.name, i, p.rules[i].text)
 				return Decision{Allowed: true, Action: ActionAllow, Policy: p.name, Rule: i, Status: 200,
-					Reason: fmt.Sprintf("ALLOW policy %q rule %d matched", p.name, i), UpstreamHeaders: upstream, ResponseHeaders: response}
+					Reason: p.reasons[i], UpstreamHeaders: upstream, ResponseHeaders: response}
 			}
 			e.traceMiss(st, p, a)
 		}
-		names := make([]string, len(set.allow))
-		for i, p := range set.allow {
-			names[i] = p.name
-		}
-		p := set.allow[0]
-		d := deny(p, -1, 403, fmt.Sprintf("no ALLOW policy matched (applicable: %s)", patterns(names)))
+		d := deny(set.allow[0], -1, 403, set.noAllow)
 		d.Policy = ""
 		d.ResponseHeaders = response
 		st.tracef("%s", d.Reason)

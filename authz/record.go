@@ -74,6 +74,36 @@ type metrics struct {
 	errors    *prometheus.CounterVec
 }
 
+type counterKey struct {
+	policy  string
+	action  Action
+	verdict string
+}
+
+// counters resolves the decision counters of every policy once per
+// Engine, so a decision does not hash label values.
+func (e *Engine) buildCounters() {
+	e.counters = map[counterKey]prometheus.Counter{}
+	add := func(policy string, a Action, verdicts ...string) {
+		for _, v := range verdicts {
+			e.counters[counterKey{policy, a, v}] = e.m.decisions.WithLabelValues(label(policy), a.String(), v)
+		}
+	}
+	add("", ActionNone, "allow")
+	add("", ActionAllow, "deny")
+	for _, p := range e.policies {
+		add(p.name, p.action, "allow", "deny", "audit", "dry_run_deny")
+	}
+}
+
+func (e *Engine) count(policy string, a Action, verdict string) {
+	if c, ok := e.counters[counterKey{policy, a, verdict}]; ok {
+		c.Inc()
+		return
+	}
+	e.m.decisions.WithLabelValues(label(policy), a.String(), verdict).Inc()
+}
+
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -117,12 +147,12 @@ func label(s string) string {
 // dry-run results always, allows when decision_log.allowed is set (else
 // at debug level).
 func (e *Engine) record(a *Attributes, d *Decision) {
-	e.m.decisions.WithLabelValues(label(d.Policy), d.Action.String(), d.Verdict()).Inc()
+	e.count(d.Policy, d.Action, d.Verdict())
 	for _, m := range d.Audit {
-		e.m.decisions.WithLabelValues(m.Policy, ActionAudit.String(), "audit").Inc()
+		e.count(m.Policy, ActionAudit, "audit")
 	}
 	if d.DryRun != nil && !d.DryRun.Allowed && d.Allowed {
-		e.m.decisions.WithLabelValues(label(d.DryRun.Policy), d.DryRun.Action.String(), "dry_run_deny").Inc()
+		e.count(d.DryRun.Policy, d.DryRun.Action, "dry_run_deny")
 	}
 	level := slog.LevelInfo
 	if d.Allowed && len(d.Audit) == 0 && d.DryRun == nil && !e.logAllow {
