@@ -49,6 +49,7 @@ type Engine struct {
 	routeLabels map[string]map[string]string
 	sets        map[setKey]*policySet
 	counters    map[counterKey]prometheus.Counter
+	owned       []CustomProvider // built by New from custom_providers
 }
 
 type setKey struct{ listener, route string }
@@ -103,6 +104,7 @@ func New(cfg *configs.Config, deps Deps) (*Engine, error) {
 			continue
 		}
 		providers[cp.Name] = p
+		e.owned = append(e.owned, p)
 	}
 	for name, p := range deps.Custom {
 		providers[name] = p
@@ -311,6 +313,18 @@ func (e *Engine) setFor(a *Attributes) *policySet {
 		labels = l
 	}
 	return e.buildSet(a.Listener, a.Route, labels)
+}
+
+// Close releases what the Engine's providers hold (idle connections of
+// external authorization clients it built from custom_providers). Call it
+// after a reload has swapped in the next Engine and in-flight requests on
+// this one have finished; Decide must not be called afterwards.
+func (e *Engine) Close() {
+	for _, p := range e.owned {
+		if c, ok := p.(interface{ Close() }); ok {
+			c.Close()
+		}
+	}
 }
 
 // Policies returns the names of the compiled policies, in load order.
