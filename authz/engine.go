@@ -200,6 +200,7 @@ func New(cfg *configs.Config, deps Deps) (*Engine, error) {
 		}
 	}
 	if len(c.errs) > 0 {
+		e.Close() // release the providers built before the failure
 		return nil, errors.Join(c.errs...)
 	}
 	e.buildCounters()
