@@ -167,9 +167,9 @@ func parseBody(a *authz.Attributes) (any, bool) {
 
 // logInput renders the input for the decision log only when a record
 // is actually written.
-type logInput map[string]any
+type logInput struct{ a *authz.Attributes }
 
-func (in logInput) LogValue() slog.Value { return slog.AnyValue(redactInput(in)) }
+func (in logInput) LogValue() slog.Value { return slog.AnyValue(redactInput(Input(in.a))) }
 
 // redactInput copies the input with secret header values replaced, for
 // the decision log. Claims are left out (they may be personal data).

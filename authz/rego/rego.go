@@ -124,10 +124,14 @@ func readLimited(path string) ([]byte, error) {
 // Eval evaluates the query on input with the policy's deadline and
 // returns its value. Undefined is ErrUndefined.
 func (p *Policy) Eval(ctx context.Context, input any) (any, metrics.Metrics, error) {
+	return p.eval(ctx, rego.EvalInput(input))
+}
+
+func (p *Policy) eval(ctx context.Context, input rego.EvalOption) (any, metrics.Metrics, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	m := metrics.New()
-	rs, err := p.pq.Eval(ctx, rego.EvalInput(input), rego.EvalMetrics(m))
+	rs, err := p.pq.Eval(ctx, input, rego.EvalMetrics(m))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, m, fmt.Errorf("evaluation exceeded its %s deadline: %w", p.timeout, ctx.Err())
@@ -148,9 +152,13 @@ func (p *Policy) Eval(ctx context.Context, input any) (any, metrics.Metrics, err
 // {allowed, headers, response_headers, http_status, body}. Every error
 // is returned, so authz denies.
 func (p *Policy) Check(ctx context.Context, a *authz.Attributes) (authz.CustomResult, error) {
-	input := Input(a)
-	rec := &authz.OPARecord{DecisionID: newID(), Path: strings.ReplaceAll(strings.TrimPrefix(p.query, "data."), ".", "/"), Input: logInput(input)}
-	v, m, err := p.Eval(ctx, input)
+	rec := &authz.OPARecord{DecisionID: newID(), Path: strings.ReplaceAll(strings.TrimPrefix(p.query, "data."), ".", "/"), Input: logInput{a: a}}
+	iv, err := inputValue(a)
+	if err != nil {
+		rec.Error = err.Error()
+		return authz.CustomResult{OPA: rec}, fmt.Errorf("build input: %v", err)
+	}
+	v, m, err := p.eval(ctx, rego.EvalParsedInput(iv))
 	if m != nil {
 		rec.Metrics = m.All()
 	}

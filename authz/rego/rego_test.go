@@ -309,3 +309,19 @@ func readShared(t *testing.T, rel string) []byte {
 	}
 	return b
 }
+
+func TestInputValueMatchesInput(t *testing.T) {
+	for _, a := range []*authz.Attributes{
+		{},
+		{Method: "POST", Path: "/people/a%20b", RawQuery: "lang=en&id=1&id=2", Host: "api:8443", Protocol: "HTTP/2.0", RequestID: "r",
+			SourceIP: netip.MustParseAddr("2001:db8::9"), SourcePort: 5555, DestinationPort: 8443,
+			Peer:             authz.PeerFromSPIFFEID("spiffe://example.org/ns/prod/sa/web"),
+			RequestPrincipal: "iss/sub", Claims: map[string]any{"groups": []any{"a", "b"}, "n": json.Number("3"), "x": map[string]any{"y": true}},
+			Headers: map[string][]string{"content-type": {"application/json"}, "x-multi": {"a", "b"}},
+			Body:    []byte(`{"n": 1, "s": ["x"]}`)},
+	} {
+		if err := rego.CheckInputValue(a); err != nil {
+			t.Error(err)
+		}
+	}
+}
