@@ -8,9 +8,11 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 
 	"github.com/ztgate/ztgate/authn/jwt"
 	"github.com/ztgate/ztgate/authn/peer"
+	"github.com/ztgate/ztgate/authn/svid"
 	"github.com/ztgate/ztgate/authz"
 	"github.com/ztgate/ztgate/authz/extauthz"
 	"github.com/ztgate/ztgate/authz/rego"
@@ -30,6 +32,7 @@ type components struct {
 	certs     *certs.Manager
 	upstreams *upstream.Registry
 	keys      *jwt.KeyCache // JWKS caches, shared by every snapshot
+	identity  *svid.Source  // the gateway's SPIFFE SVID and trust bundles
 }
 
 func newComponents(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer) (*components, error) {
@@ -43,7 +46,12 @@ func newComponents(cfg *configs.Config, log *slog.Logger, reg prometheus.Registe
 	if err != nil {
 		return nil, err
 	}
-	c.upstreams = upstream.NewRegistry(upstream.Deps{Logger: log, Metrics: um})
+	c.identity, err = svid.New(cfg, svid.Deps{Logger: log, Metrics: reg})
+	if err != nil {
+		return nil, err
+	}
+	c.upstreams = upstream.NewRegistry(upstream.Deps{Logger: log, Metrics: um,
+		SPIFFETLS: c.identity.UpstreamTLS, SPIFFEUnavailable: svid.ErrNoSVID})
 	c.keys = jwt.NewKeyCache(jwt.Deps{Logger: log, Metrics: reg})
 	return c, nil
 }
@@ -53,6 +61,9 @@ func newComponents(cfg *configs.Config, log *slog.Logger, reg prometheus.Registe
 func (c *components) prepare(cfg *configs.Config) error {
 	if cfg == c.first {
 		return nil // New already applied it
+	}
+	if err := c.identity.Apply(cfg); err != nil {
+		return err
 	}
 	return c.certs.Apply(cfg)
 }
@@ -66,14 +77,26 @@ func (c *components) apply(cfg *configs.Config) error {
 func (c *components) shutdown(ctx context.Context) {
 	c.upstreams.Close()
 	c.keys.Close()
+	c.identity.Close()
 	c.certs.Stop()
 }
 
 func (c *components) registerAdmin(a *gateway.Admin) {
 	a.AddReadyCheck("certificates", c.certs.Ready)
 	a.AddReadyCheck("jwks", c.keys.Ready)
+	a.AddReadyCheck("identity", c.identity.Ready)
+	a.Handle("GET /identity", c.identity.AdminHandler())
 	a.Handle("GET /certificates", c.certs.StatusHandler())
 	a.Handle("GET /upstreams", c.upstreams.StatusHandler())
+}
+
+// gatewayID is the gateway's own SPIFFE ID ("" without an SVID).
+func (c *components) gatewayID() string {
+	sv, err := c.identity.GetX509SVID()
+	if err != nil || sv == nil {
+		return ""
+	}
+	return sv.ID.String()
 }
 
 // tlsHook is applied once to every listener socket's TLS config.
@@ -84,6 +107,9 @@ func (c *components) tlsHook(tc *tls.Config) {}
 // each listener's client-certificate settings and each route's stages.
 func (c *components) extensions(cfg *configs.Config) (ext *gateway.Extension, err error) {
 	p, err := compilePolicy(cfg, c.log, c.reg, c.keys, false)
+	if err == nil {
+		p.bundles, p.gatewayID = c.identity.Bundles(), c.gatewayID
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -111,8 +137,10 @@ func (c *components) extensions(cfg *configs.Config) (ext *gateway.Extension, er
 
 // policy is one snapshot's compiled authentication and authorization.
 type policy struct {
-	jwt   *jwt.Authenticator
-	authz *authz.Engine
+	jwt       *jwt.Authenticator
+	authz     *authz.Engine
+	bundles   x509bundle.Source // Workload API / federated bundles for client certificates
+	gatewayID func() string     // the gateway's SPIFFE ID, for XFCC By=
 }
 
 func compilePolicy(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer, keys *jwt.KeyCache, offline bool) (*policy, error) {
@@ -131,7 +159,7 @@ func compilePolicy(cfg *configs.Config, log *slog.Logger, reg prometheus.Registe
 func (p *policy) release() { p.jwt.Close() }
 
 func (p *policy) stages(l *configs.Listener, r *configs.Route) ([]gateway.Stage, error) {
-	st, err := newPolicyStage(l, r, p.jwt, p.authz, nil)
+	st, err := newPolicyStage(l, r, p.jwt, p.authz, p.gatewayID)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +169,7 @@ func (p *policy) stages(l *configs.Listener, r *configs.Route) ([]gateway.Stage,
 // configureTLS applies the listener's peer authentication (client
 // certificates) to its per-snapshot TLS config.
 func (p *policy) configureTLS(l *configs.Listener, tc *tls.Config) error {
-	s, err := peer.FromConfig(l.PeerAuthentication, nil)
+	s, err := peer.FromConfig(l.PeerAuthentication, p.bundles)
 	if err != nil {
 		return err
 	}
