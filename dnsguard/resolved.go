@@ -76,6 +76,23 @@ func (t *resolvedTable) record(client netip.Addr, name string, addrs []netip.Add
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, ok := s.m.Get(k)
+	if ok && len(old) >= len(addrs) {
+		// The common case (a cache hit for the same answer): refresh in
+		// place, no allocation.
+		same := true
+		for i, a := range addrs {
+			if old[i].addr != a {
+				same = false
+				break
+			}
+		}
+		if same {
+			for i := range addrs {
+				old[i].until = max(old[i].until, u)
+			}
+			return
+		}
+	}
 	if ok {
 		s.bytes -= entryBytes(k, old)
 	} else {
