@@ -33,6 +33,7 @@ func serveTLS(t *testing.T, e *Engine, cert *tls.Certificate, tickets *Tickets) 
 	cfg := &tls.Config{Certificates: []tls.Certificate{*w}, MinVersion: tls.VersionTLS12}
 	if tickets != nil {
 		tickets.Register(cfg)
+		tickets.Register(cfg) // a second Register of one config is a no-op
 	} else {
 		cfg.SessionTicketsDisabled = true
 	}

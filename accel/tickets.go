@@ -155,6 +155,26 @@ func (t *Tickets) Rotate() error {
 // c.VerifyConnection. With session tickets disabled it turns them off on
 // c. Register long-lived configs, not one per handshake.
 func (t *Tickets) Register(c *tls.Config) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	live := t.configs[:0]
+	for _, w := range t.configs {
+		switch w.Value() {
+		case c:
+			return // already registered: do not chain the counter twice
+		case nil: // collected: forget it
+		default:
+			live = append(live, w)
+		}
+	}
+	clear(t.configs[len(live):])
+	t.configs = live
+	if len(t.configs) >= maxRegistered {
+		t.log.Warn("too many tls configs registered for session tickets; this one keeps Go's own ticket keys")
+		return
+	}
+	t.configs = append(t.configs, weak.Make(c))
+
 	prev := c.VerifyConnection
 	full, resumed := t.hs.WithLabelValues("false"), t.hs.WithLabelValues("true")
 	c.VerifyConnection = func(cs tls.ConnectionState) error {
@@ -172,24 +192,7 @@ func (t *Tickets) Register(c *tls.Config) {
 		c.SessionTicketsDisabled = true
 		return
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	c.SetSessionTicketKeys(t.keys)
-	if len(t.configs) >= maxRegistered {
-		// Drop configs already collected before refusing to track more.
-		live := t.configs[:0]
-		for _, w := range t.configs {
-			if w.Value() != nil {
-				live = append(live, w)
-			}
-		}
-		t.configs = live
-		if len(t.configs) >= maxRegistered {
-			t.log.Warn("too many tls configs registered for ticket rotation; this one keeps its current keys")
-			return
-		}
-	}
-	t.configs = append(t.configs, weak.Make(c))
 }
 
 // Close stops rotation. Registered configs keep their last keys.
