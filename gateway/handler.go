@@ -126,6 +126,12 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
+				// The response was cut on purpose (an upstream broke
+				// off mid-body): log it, then let net/http abort.
+				if rec.reason == "" {
+					rec.reason = "aborted"
+				}
+				h.finish(rt, rec, req)
 				panic(p)
 			}
 			h.s.log.Error("panic serving request", "request_id", req.RequestID, "panic", fmt.Sprint(p))
