@@ -150,6 +150,49 @@ func TestConnectCurl(t *testing.T) {
 	}
 }
 
+func TestDecisionMetrics(t *testing.T) {
+	f := newConnectFixture(t, "")
+	for _, host := range []string{"meta.test", "denied.test", "denied.test"} {
+		c, _ := dialConnect(t, f.proxy, fmt.Sprintf("%s:%d", host, f.port))
+		c.Close()
+	}
+	f.rec.wait(t, MsgClose, map[string]string{FieldHost: "meta.test"})
+	f.rec.waitN(t, 2, MsgClose, map[string]string{FieldHost: "denied.test"})
+	for _, tc := range []struct {
+		reason string
+		want   float64
+	}{{"metadata_address", 1}, {"not_allowlisted", 2}} {
+		got := counterValue(t, f, "ztgate_egress_decisions_total", map[string]string{"listener": "connect", "decision": "deny", "reason": tc.reason})
+		if got != tc.want {
+			t.Errorf("ztgate_egress_decisions_total{reason=%q} = %v, want %v", tc.reason, got, tc.want)
+		}
+	}
+}
+
+// counterValue reads one counter from the registry the proxy was given.
+func counterValue(t *testing.T, f *connectFixture, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := f.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue next
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
 func TestConnectSNIMismatchOpenSSL(t *testing.T) {
 	openssl := testenv.Tool(t, "openssl")
 	f := newConnectFixture(t, "")

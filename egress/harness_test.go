@@ -66,10 +66,18 @@ func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 	return nil
 }
 
+// waitN waits until n records match (see wait).
+func (r *recorder) waitN(t *testing.T, n int, msg string, want map[string]string) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		r.wait(t, msg, want, i)
+	}
+}
+
 // wait returns the first record with msg whose attrs contain all of want.
 // It fails the test if none arrives within 15 s (a hang bound, not a
 // timing assertion).
-func (r *recorder) wait(t *testing.T, msg string, want map[string]string) logRec {
+func (r *recorder) wait(t *testing.T, msg string, want map[string]string, skip ...int) logRec {
 	t.Helper()
 	timer := time.AfterFunc(15*time.Second, func() {
 		r.mu.Lock()
@@ -81,6 +89,7 @@ func (r *recorder) wait(t *testing.T, msg string, want map[string]string) logRec
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for {
+		skipped := 0
 		for _, lr := range r.recs {
 			if lr.msg != msg {
 				continue
@@ -91,6 +100,10 @@ func (r *recorder) wait(t *testing.T, msg string, want map[string]string) logRec
 					ok = false
 					break
 				}
+			}
+			if ok && len(skip) > 0 && skipped < skip[0] {
+				skipped++
+				continue
 			}
 			if ok {
 				return lr
