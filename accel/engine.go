@@ -115,9 +115,12 @@ func New(cfg configs.Accel, deps Deps) (*Engine, error) {
 		return nil, err
 	}
 	e.prov = prov
-	e.log.Info("accel provider ready",
-		LogProvider, prov.Name(), LogRequested, kind.String(), LogCPU, CPUFeatures(),
-		LogWorkers, e.workers, LogQueue, q, LogBatch, e.batchSize, LogDeadline, e.deadline.String())
+	attrs := []any{LogProvider, prov.Name(), LogRequested, kind.String(), LogCPU, CPUFeatures(),
+		LogWorkers, e.workers, LogQueue, q, LogBatch, e.batchSize, LogDeadline, e.deadline.String()}
+	if op, ok := prov.(*opensslProvider); ok {
+		attrs = append(attrs, LogLibrary, op.p.Library(), LogVersion, op.p.Version())
+	}
+	e.log.Info("accel provider ready", attrs...)
 	for range e.workers {
 		e.wg.Add(1)
 		go e.work()

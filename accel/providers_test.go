@@ -4,6 +4,8 @@ package accel
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/rand"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -91,7 +93,11 @@ func TestAutoPicksAProviderAndLogsCPU(t *testing.T) {
 	if e.Provider() != want {
 		t.Errorf("auto chose %s, want %s\n%s", e.Provider(), want, logs.String())
 	}
-	for _, w := range []string{"accel self-test", LogCPU + "=", "requested=auto"} {
+	ws := []string{"accel self-test", LogCPU + "=", "requested=auto"}
+	if want == "openssl" {
+		ws = append(ws, `version="OpenSSL 3`, "library=libcrypto.so.3")
+	}
+	for _, w := range ws {
 		if !strings.Contains(logs.String(), w) {
 			t.Errorf("log lacks %q:\n%s", w, logs.String())
 		}
@@ -102,4 +108,37 @@ func TestUnknownProvider(t *testing.T) {
 	if _, err := New(configs.Accel{Provider: "qat"}, Deps{}); err == nil || !strings.Contains(err.Error(), "go, openssl, pkcs11 or auto") {
 		t.Fatalf("got %v", err)
 	}
+}
+
+func TestMetricsRegistered(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newEngine(t, configs.Accel{}, reg)
+	c, err := e.Wrap(selfSigned(t, testKeys()["ecdsa_p256"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PrivateKey.(crypto.Signer).Sign(rand.Reader, make([]byte, 32), crypto.SHA256); err != nil {
+		t.Fatal(err)
+	}
+	newTickets(t, configs.AccelSessions{}, reg)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = true
+	}
+	for _, name := range []string{"ztgate_accel_operations_total", "ztgate_accel_sign_seconds", "ztgate_accel_queue_depth",
+		"ztgate_accel_batch_size", "ztgate_accel_keys", "ztgate_tls_ticket_key_rotations_total"} {
+		if !got[name] {
+			t.Errorf("metric %s is not registered", name)
+		}
+	}
+	// A second engine on the same registry shares the series.
+	e2, err := New(configs.Accel{}, Deps{Metrics: reg})
+	if err != nil {
+		t.Fatalf("second engine on one registry: %v", err)
+	}
+	e2.Close()
 }
