@@ -203,3 +203,95 @@ spec:
 		})
 	}
 }
+
+func TestIstioPeerAuthentication(t *testing.T) {
+	const pa = `apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata:
+  name: strict
+spec:
+  SELECTOR
+  mtls:
+    mode: STRICT
+`
+	withSel := strings.Replace(pa, "SELECTOR", "selector: {matchLabels: {app: httpbin}}", 1)
+	noSel := strings.Replace(pa, "SELECTOR", "", 1)
+	for _, tc := range []struct {
+		name, doc, bundle, routeMode, want string
+		check                              func(t *testing.T, cfg *configs.Config)
+	}{
+		{"selector sets the route", withSel, "", "", "", func(t *testing.T, cfg *configs.Config) {
+			if cfg.Routes[0].PeerAuthentication != "STRICT" || cfg.Routes[1].PeerAuthentication != "" {
+				t.Errorf("routes: %q %q", cfg.Routes[0].PeerAuthentication, cfg.Routes[1].PeerAuthentication)
+			}
+		}},
+		{"no selector sets the listeners", noSel, "bundle", "", "", func(t *testing.T, cfg *configs.Config) {
+			if cfg.Listeners[0].PeerAuthentication.Mode != "STRICT" {
+				t.Errorf("listener mode %q", cfg.Listeners[0].PeerAuthentication.Mode)
+			}
+		}},
+		{"STRICT needs trust bundles", noSel, "", "", "trust_bundles: is required for mode STRICT", nil},
+		{"conflict with the main file", withSel, "", "PERMISSIVE", "conflicts with routes[0].peer_authentication PERMISSIVE", nil},
+		{"port level refused", strings.Replace(noSel, "mtls:", "portLevelMtls: {8080: {mode: DISABLE}}\n  mtls:", 1), "", "", "spec.portLevelMtls: is not supported", nil},
+		{"bad mode", strings.Replace(withSel, "STRICT", "MUTUAL", 1), "", "", `"MUTUAL" is not valid`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			pd := filepath.Join(dir, "policies.d")
+			if err := os.Mkdir(pd, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(pd, "pa.yaml"), []byte(tc.doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			bundles := ""
+			if tc.bundle != "" {
+				b := filepath.Join(dir, "bundle.pem")
+				if err := os.WriteFile(b, []byte("placeholder\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				bundles = "peer_authentication: {trust_bundles: [{trust_domain: cluster.local, file: " + b + "}]}"
+			}
+			routeMode := ""
+			if tc.routeMode != "" {
+				routeMode = "peer_authentication: " + tc.routeMode
+			}
+			cfg, err := configs.Parse("test.yaml", []byte(`
+listeners:
+  - name: public
+    address: "127.0.0.1:0"
+    tls: { names: [localhost] }
+    `+bundles+`
+routes:
+  - name: httpbin
+    direct_response: { status: 200 }
+    labels: { app: httpbin }
+    `+routeMode+`
+  - name: other
+    direct_response: { status: 200 }
+authz:
+  policies_dir: `+pd+`
+`), os.Environ())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := authz.New(cfg, authz.Deps{}); err == nil || !strings.Contains(err.Error(), "PeerAuthentication is not loaded") {
+				t.Fatalf("unmerged: err = %v", err)
+			}
+			err = istio.MergeAuthn(cfg)
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err = %v, want %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, cfg)
+			if _, err := authz.New(cfg, authz.Deps{}); err != nil {
+				t.Fatalf("merged: %v", err)
+			}
+		})
+	}
+}

@@ -26,6 +26,22 @@ type raSpec struct {
 	JWTRules   []jwtRule `yaml:"jwtRules"`
 }
 
+type paDocument struct {
+	APIVersion string    `yaml:"apiVersion"`
+	Kind       string    `yaml:"kind"`
+	Metadata   metadata  `yaml:"metadata"`
+	Spec       paSpec    `yaml:"spec"`
+	Status     yaml.Node `yaml:"status"`
+}
+
+type paSpec struct {
+	Selector      *selector              `yaml:"selector"`
+	TargetRef     yaml.Node              `yaml:"targetRef"`
+	TargetRefs    yaml.Node              `yaml:"targetRefs"`
+	MTLS          *struct{ Mode string } `yaml:"mtls"`
+	PortLevelMTLS yaml.Node              `yaml:"portLevelMtls"`
+}
+
 type jwtRule struct {
 	Issuer      string   `yaml:"issuer"`
 	Audiences   []string `yaml:"audiences"`
@@ -46,12 +62,21 @@ type jwtRule struct {
 	} `yaml:"outputClaimToHeaders"`
 }
 
-// MergeAuthn reads the RequestAuthentication documents of
-// cfg.Authz.PoliciesDir and appends them to cfg.Authn.JWT as JWT
-// providers (defaults applied, then the whole config validated again),
-// and marks cfg so the policy loader skips them. A selector becomes the
-// provider's routes: the routes whose labels include matchLabels.
-// Call it after configs.Load and before compiling authn and authz.
+// MergeAuthn reads the RequestAuthentication and PeerAuthentication
+// documents of cfg.Authz.PoliciesDir into cfg, validates the whole
+// config again, and marks cfg so the policy loader skips them.
+//
+// RequestAuthentication → authn.jwt providers (defaults applied); a
+// selector becomes the provider's routes (the routes whose labels
+// include matchLabels).
+//
+// PeerAuthentication → with a selector, routes[].peer_authentication of
+// the selected routes; without one, listeners[].peer_authentication.mode
+// of every TLS listener still at DISABLE. A conflict with a mode the main
+// file set is an error; mtls.mode UNSET (or no mtls) changes nothing.
+//
+// Call it after configs.Load and before compiling authn and authz; on
+// error, discard cfg (it may be partly changed).
 func MergeAuthn(cfg *configs.Config) error {
 	dir := cfg.Authz.PoliciesDir
 	if dir == "" || cfg.Authz.IstioAuthnMerged {
@@ -72,6 +97,9 @@ func MergeAuthn(cfg *configs.Config) error {
 		ps, err := parseRequestAuthn(path, data, cfg)
 		added = append(added, ps...)
 		if err != nil {
+			errs = append(errs, err)
+		}
+		if err := applyPeerAuthn(path, data, cfg); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -174,4 +202,90 @@ func jwtDefaults(p *configs.JWTProvider) {
 		p.FromHeaders = []configs.JWTHeader{{Name: "Authorization", Prefix: "Bearer "}}
 		p.FromParams = []string{"access_token"}
 	}
+}
+
+func applyPeerAuthn(file string, data []byte, cfg *configs.Config) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &configs.Error{File: file, Msg: fmt.Sprintf("cannot decode: %v", r)}
+		}
+	}()
+	var errs []error
+	n := 0
+	forEachDocument(data, func(node *yaml.Node, h header, derr error) {
+		n++
+		if derr != nil || h.Kind != "PeerAuthentication" {
+			return
+		}
+		var doc paDocument
+		if err := strictDecode(node, &doc); err != nil {
+			errs = append(errs, &configs.Error{File: file, Key: fmt.Sprintf("document %d", n), Msg: err.Error()})
+			return
+		}
+		where := fmt.Sprintf("PeerAuthentication %s (document %d): ", qualified(doc.Metadata), n)
+		fail := func(key, format string, args ...any) {
+			errs = append(errs, &configs.Error{File: file, Key: where + key, Msg: fmt.Sprintf(format, args...)})
+		}
+		if doc.Metadata.Name == "" {
+			fail("metadata.name", "is required")
+			return
+		}
+		if !doc.Spec.TargetRef.IsZero() || !doc.Spec.TargetRefs.IsZero() {
+			fail("spec.targetRef", "is not supported (attach with selector.matchLabels and routes[].labels)")
+			return
+		}
+		if !doc.Spec.PortLevelMTLS.IsZero() {
+			fail("spec.portLevelMtls", "is not supported (set listeners[].peer_authentication per listener instead)")
+			return
+		}
+		mode := ""
+		if doc.Spec.MTLS != nil {
+			mode = strings.ToUpper(doc.Spec.MTLS.Mode)
+		}
+		switch mode {
+		case "", "UNSET":
+			return
+		case configs.PeerStrict, configs.PeerPermissive, configs.PeerDisable:
+		default:
+			fail("spec.mtls.mode", "%q is not valid (use STRICT, PERMISSIVE, DISABLE or UNSET)", doc.Spec.MTLS.Mode)
+			return
+		}
+		if sel := doc.Spec.Selector; sel != nil {
+			matched := 0
+			for i := range cfg.Routes {
+				r := &cfg.Routes[i]
+				ok := len(sel.MatchLabels) > 0
+				for k, v := range sel.MatchLabels {
+					ok = ok && r.Labels[strings.ToLower(k)] == v
+				}
+				if !ok {
+					continue
+				}
+				matched++
+				if r.PeerAuthentication != "" && r.PeerAuthentication != mode {
+					fail("spec.mtls.mode", "%s conflicts with routes[%d].peer_authentication %s in the main file (keep one)", mode, i, r.PeerAuthentication)
+					continue
+				}
+				r.PeerAuthentication = mode
+			}
+			if matched == 0 {
+				fail("spec.selector.matchLabels", "selects no route (give routes matching labels:, or remove selector to apply to every listener)")
+			}
+			return
+		}
+		for i := range cfg.Listeners {
+			l := &cfg.Listeners[i]
+			if l.TLS == nil {
+				continue // a redirect listener has no handshake to change
+			}
+			switch l.PeerAuthentication.Mode {
+			case mode:
+			case configs.PeerDisable, "":
+				l.PeerAuthentication.Mode = mode
+			default:
+				fail("spec.mtls.mode", "%s conflicts with listeners[%d].peer_authentication.mode %s in the main file (keep one)", mode, i, l.PeerAuthentication.Mode)
+			}
+		}
+	})
+	return errors.Join(errs...)
 }

@@ -243,10 +243,12 @@ func parse(file string, data []byte, providers []string, authnMerged bool) (out 
 			}
 			return
 		case "PeerAuthentication":
-			fail(where+".kind", "PeerAuthentication is not supported yet in policies_dir (set listeners[].peer_authentication and routes[].peer_authentication in the main config instead)")
+			if !authnMerged {
+				fail(where+".kind", "PeerAuthentication is not loaded by this build (it must be merged into the listeners at load; set listeners[].peer_authentication in the main config instead)")
+			}
 			return
 		default:
-			fail(where+".kind", "%q is not supported (policies_dir holds AuthorizationPolicy and RequestAuthentication documents)", h.Kind)
+			fail(where+".kind", "%q is not supported (policies_dir holds AuthorizationPolicy, RequestAuthentication and PeerAuthentication documents)", h.Kind)
 			return
 		}
 		var doc document
