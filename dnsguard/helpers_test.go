@@ -81,6 +81,13 @@ func (u *testUpstream) stop() {
 	u.tcp.Shutdown()
 }
 
+// setHandler overrides answers (true = handled) from now on.
+func (u *testUpstream) setHandler(h func(w dns.ResponseWriter, r *dns.Msg) bool) {
+	u.mu.Lock()
+	u.handler = h
+	u.mu.Unlock()
+}
+
 func (u *testUpstream) count(name, qtype, proto string) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -102,8 +109,9 @@ func (u *testUpstream) serve(w dns.ResponseWriter, r *dns.Msg) {
 	}
 	u.mu.Lock()
 	u.counts[strings.ToLower(q.Name)+" "+dns.TypeToString[q.Qtype]+" "+proto]++
+	h := u.handler
 	u.mu.Unlock()
-	if u.handler != nil && u.handler(w, r) {
+	if h != nil && h(w, r) {
 		return
 	}
 	m := new(dns.Msg)

@@ -474,6 +474,9 @@ func (s *Server) answer(ctx context.Context, client netip.Addr, tcp bool, req *d
 		}
 	}
 	e, err := s.forward(ctx, rt, req, opt, q, name, now)
+	if err == nil && stale != nil && e.Rcode != dns.RcodeSuccess && e.Rcode != dns.RcodeNameError {
+		err = fmt.Errorf("upstreams answered %s", dns.RcodeToString[e.Rcode])
+	}
 	if err != nil {
 		if stale != nil {
 			s.m.queries.WithLabelValues(DecisionAllow, ReasonStale).Inc()

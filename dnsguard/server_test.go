@@ -291,7 +291,7 @@ func TestEDNSAndECS(t *testing.T) {
 
 func TestMismatchedAnswerIsRejected(t *testing.T) {
 	up := startUpstream(t)
-	up.handler = func(w dns.ResponseWriter, r *dns.Msg) bool {
+	up.setHandler(func(w dns.ResponseWriter, r *dns.Msg) bool {
 		if !strings.HasPrefix(r.Question[0].Name, "spoof") {
 			return false
 		}
@@ -302,7 +302,7 @@ func TestMismatchedAnswerIsRejected(t *testing.T) {
 		m.Answer = []dns.RR{a}
 		w.WriteMsg(m)
 		return true
-	}
+	})
 	s := startServer(t, up.addr, "  attempts: 1\n", nil)
 	r := query(t, s.Addrs()[0], "spoof.example.test", dns.TypeA, "udp", nil)
 	if r.Rcode != dns.RcodeServerFailure {
@@ -437,5 +437,30 @@ func TestAdminHandler(t *testing.T) {
 	}
 	if len(rep.Blocked) != 1 || rep.Blocked[0].Name != "blocked.example.test" || rep.Sizes.CacheEntries != 0 {
 		t.Errorf("report = %s", rec.Body.String())
+	}
+}
+
+func TestServeStaleOnUpstreamSERVFAIL(t *testing.T) {
+	up := startUpstream(t)
+	clk := newClock()
+	s := startServer(t, up.addr, "  cache: {serve_stale: true}\n  attempts: 1\n", clk)
+	addr := s.Addrs()[0]
+	if r := query(t, addr, "short.example.test", dns.TypeA, "udp", nil); len(r.Answer) != 1 {
+		t.Fatalf("warm-up: %v", r)
+	}
+	up.setHandler(func(w dns.ResponseWriter, r *dns.Msg) bool {
+		m := new(dns.Msg)
+		m.SetRcode(r, dns.RcodeServerFailure)
+		w.WriteMsg(m)
+		return true
+	})
+	clk.Add(6 * time.Second)
+	r := query(t, addr, "short.example.test", dns.TypeA, "udp", nil)
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].Header().Ttl != 30 {
+		t.Fatalf("upstream SERVFAIL with serve_stale: want the stale answer (TTL 30), got %v", r)
+	}
+	clk.Add(2 * time.Hour) // past stale_for (1h)
+	if r := query(t, addr, "short.example.test", dns.TypeA, "udp", nil); r.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("past stale_for: rcode %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
 	}
 }
