@@ -44,14 +44,19 @@ func TestMain(m *testing.M) {
 // logs on stdout. It prints READY on stderr and exits when stdin closes.
 func runHelper(dir string) error {
 	mux := dns.NewServeMux()
-	table := map[string]string{"origin.test.": "10.77.0.1", "denied.test.": "10.77.0.1", "elsewhere.test.": "10.77.0.9"}
+	table := map[string]string{"origin.test.": "10.77.0.1", "denied.test.": "10.77.0.1", "elsewhere.test.": "10.77.0.9", "origin6.test.": "fd77::1"}
 	mux.HandleFunc(".", func(w dns.ResponseWriter, q *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(q)
-		if a, ok := table[strings.ToLower(q.Question[0].Name)]; ok && q.Question[0].Qtype == dns.TypeA {
-			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP(a)})
-		} else if !ok {
+		a, ok := table[strings.ToLower(q.Question[0].Name)]
+		ip := net.ParseIP(a)
+		switch {
+		case !ok:
 			m.Rcode = dns.RcodeNameError
+		case q.Question[0].Qtype == dns.TypeA && ip.To4() != nil:
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: ip})
+		case q.Question[0].Qtype == dns.TypeAAAA && ip.To4() == nil:
+			m.Answer = append(m.Answer, &dns.AAAA{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: 60}, AAAA: ip})
 		}
 		w.WriteMsg(m)
 	})
@@ -64,13 +69,15 @@ func runHelper(dir string) error {
 	if err != nil {
 		return err
 	}
-	ln, err := tls.Listen("tcp", "10.77.0.1:443", &tls.Config{Certificates: []tls.Certificate{cert}})
-	if err != nil {
-		return err
+	for _, addr := range []string{"10.77.0.1:443", "[fd77::1]:443"} {
+		ln, err := tls.Listen("tcp", addr, &tls.Config{Certificates: []tls.Certificate{cert}})
+		if err != nil {
+			return err
+		}
+		go (&http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "hello from %s", r.TLS.ServerName)
+		})}).Serve(ln)
 	}
-	go (&http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "hello from %s", r.TLS.ServerName)
-	})}).Serve(ln)
 
 	data, err := os.ReadFile(filepath.Join(dir, "config.yaml"))
 	if err != nil {
@@ -127,6 +134,8 @@ func TestTransparentNetns(t *testing.T) {
 	run(t, ip, "link", "add", vgw, "netns", gw, "type", "veth", "peer", "name", vcl, "netns", cl)
 	run(t, ip, "-n", gw, "addr", "add", "10.77.0.1/24", "dev", vgw)
 	run(t, ip, "-n", cl, "addr", "add", "10.77.0.2/24", "dev", vcl)
+	run(t, ip, "-n", gw, "addr", "add", "fd77::1/64", "dev", vgw, "nodad")
+	run(t, ip, "-n", cl, "addr", "add", "fd77::2/64", "dev", vcl, "nodad")
 	for _, ns := range []string{gw, cl} {
 		run(t, ip, "-n", ns, "link", "set", "lo", "up")
 	}
@@ -146,7 +155,7 @@ func TestTransparentNetns(t *testing.T) {
 	os.WriteFile(rf, []byte(rules), 0o600)
 	run(t, ip, "netns", "exec", gw, nft, "-f", rf)
 
-	pk := newPKI(t, "origin.test", "denied.test", "elsewhere.test")
+	pk := newPKI(t, "origin.test", "denied.test", "elsewhere.test", "origin6.test")
 	dir := t.TempDir()
 	pk.writePair(t, "origin", pk.tlsCert)
 	for _, f := range []string{"origin.pem", "origin.key"} {
@@ -156,15 +165,15 @@ func TestTransparentNetns(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(`
 egress:
   listeners:
-    - {name: transparent, mode: transparent, address: "0.0.0.0:3129"}
+    - {name: transparent, mode: transparent, address: ":3129"}
   resolver: {address: "127.0.0.1:5353"}
   groups:
-    - {name: clients, cidrs: [10.77.0.0/24]}
+    - {name: clients, cidrs: [10.77.0.0/24, "fd77::/64"]}
   rules:
     - name: origin
       from: [clients]
-      sni: [origin.test, elsewhere.test]
-      cidrs: [10.77.0.0/24]
+      sni: [origin.test, origin6.test, elsewhere.test]
+      cidrs: [10.77.0.0/24, "fd77::/64"]
 `), 0o600)
 
 	exe, _ := os.Executable()
@@ -230,6 +239,16 @@ egress:
 		}
 		r := rec.wait(t, MsgClose, map[string]string{FieldDecision: "allow", FieldSNI: "origin.test", FieldMode: "transparent"})
 		if r.attrs[FieldDialled] != "10.77.0.1:443" || r.attrs[FieldHost] != "10.77.0.1" {
+			t.Fatalf("record: %v", r.attrs)
+		}
+	})
+	t.Run("allowlisted SNI over IPv6", func(t *testing.T) {
+		out, err := curlIn("-6", "--resolve", "origin6.test:443:[fd77::1]", "https://origin6.test/")
+		if err != nil || out != "hello from origin6.test" {
+			t.Fatalf("curl: %v: %s", err, out)
+		}
+		r := rec.wait(t, MsgClose, map[string]string{FieldDecision: "allow", FieldSNI: "origin6.test"})
+		if r.attrs[FieldDialled] != "[fd77::1]:443" || r.attrs[FieldSource] == "" {
 			t.Fatalf("record: %v", r.attrs)
 		}
 	})
