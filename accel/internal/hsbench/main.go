@@ -5,6 +5,7 @@
 //	hsbench gen -dir /tmp/hs                     # rsa2048.{crt,key}, ecdsa_p256.{crt,key}
 //	taskset -c 1 hsbench serve -provider openssl -cert /tmp/hs/rsa2048.crt -key /tmp/hs/rsa2048.key -addr 127.0.0.1:23443 -d 15s
 //	taskset -c 0 hsbench load -addr 127.0.0.1:23443 -ca /tmp/hs/rsa2048.crt -c 50 -d 10s
+//	hsbench bench                                # what `ztgate accel bench` prints
 //
 // The client (like the baseline's hsload) makes new connections with no
 // session resumption, X25519, one GET each.
@@ -32,7 +33,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: hsbench gen|serve|load [flags]")
+		fmt.Fprintln(os.Stderr, "usage: hsbench gen|serve|load|bench [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -43,6 +44,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "load":
 		err = load(os.Args[2:])
+	case "bench":
+		err = bench(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -152,4 +155,14 @@ func load(args []string) error {
 		fmt.Printf("first failure: %v\n", r.FirstError)
 	}
 	return nil
+}
+
+// bench runs accel.Bench, as `ztgate accel bench` does.
+func bench(args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	sign := fs.Duration("sign", time.Second, "time per sign cell")
+	hs := fs.Duration("handshakes", 2*time.Second, "time per handshake cell (negative: skip)")
+	conc := fs.Int("c", 0, "handshake clients (0: 4 per core)")
+	fs.Parse(args)
+	return accel.Bench(context.Background(), os.Stdout, accel.BenchOptions{SignDuration: *sign, HandshakeDuration: *hs, Concurrency: *conc})
 }
