@@ -362,28 +362,3 @@ func (a *Authz) checkPolicyRef(v *validator, name string) {
 	}
 	v.reference("", "policy", name, names)
 }
-
-// Validator is the exported face of the key-path validator, for
-// packages that translate other formats (Istio YAML) into Policy values
-// and want the same checks and error shape.
-type Validator struct{ v *validator }
-
-// NewValidator returns a validator whose errors name file and key prefix.
-func NewValidator(file, key string) *Validator {
-	v := newValidator(file)
-	if key != "" {
-		v = v.at(key)
-	}
-	return &Validator{v: v}
-}
-
-// ValidatePolicy checks p as if it were authz.policies[i] of a file.
-func (x *Validator) ValidatePolicy(p *Policy, providers []string) {
-	p.validate(x.v, providers)
-}
-
-// Addf records a problem at key under the validator's prefix.
-func (x *Validator) Addf(key, format string, args ...any) { x.v.addf(key, format, args...) }
-
-// Err returns every problem recorded, joined, or nil.
-func (x *Validator) Err() error { return x.v.err() }
