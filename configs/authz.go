@@ -115,10 +115,6 @@ type Policy struct {
 	// Origin is where the policy came from when not from the main file:
 	// "policies.d/x.yaml (AuthorizationPolicy ns/name)". Not a key.
 	Origin string `mapstructure:"-" json:"-"`
-	// RulesSet records that rules was written in the document, even as
-	// an empty list (Istio: "rules: []" and no rules differ only for
-	// AUDIT/CUSTOM). Not a key.
-	RulesSet bool `mapstructure:"-" json:"-"`
 }
 
 // Selector selects routes by their labels.

@@ -342,7 +342,6 @@ func translate(file, where string, d *document, providers []string) (configs.Pol
 		fail("spec.provider", "is required for action CUSTOM (provider: {name: <authz.custom_providers name>})")
 	}
 	if s.Rules != nil {
-		p.RulesSet = true
 		for _, r := range *s.Rules {
 			var cr configs.Rule
 			for _, f := range r.From {
