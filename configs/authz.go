@@ -321,12 +321,15 @@ func (p *Policy) validate(v *validator, providers []string) {
 		for j, f := range r.From {
 			sv := rv.index("from", j).at("source")
 			s := f.Source
-			for key, list := range map[string][]string{
-				"ip_blocks": s.IPBlocks, "not_ip_blocks": s.NotIPBlocks,
-				"remote_ip_blocks": s.RemoteIPBlocks, "not_remote_ip_blocks": s.NotRemoteIPBlocks,
+			for _, f := range []struct {
+				key  string
+				list []string
+			}{
+				{"ip_blocks", s.IPBlocks}, {"not_ip_blocks", s.NotIPBlocks},
+				{"remote_ip_blocks", s.RemoteIPBlocks}, {"not_remote_ip_blocks", s.NotRemoteIPBlocks},
 			} {
-				for k, c := range list {
-					sv.prefix(fmt.Sprintf("%s[%d]", key, k), c)
+				for k, c := range f.list {
+					sv.prefix(fmt.Sprintf("%s[%d]", f.key, k), c)
 				}
 			}
 		}
