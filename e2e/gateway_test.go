@@ -37,7 +37,11 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	ztgateBin = filepath.Join(dir, "ztgate")
-	build := exec.Command("go", "build", "-o", ztgateBin, "github.com/ztgate/ztgate/cmd/ztgate")
+	args := []string{"build", "-o", ztgateBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "github.com/ztgate/ztgate/cmd/ztgate")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: building ztgate:", err)
