@@ -264,3 +264,27 @@ func TestReportMode(t *testing.T) {
 		t.Fatalf("report mode raised no alert for t2.test: %+v", rep.Alerts)
 	}
 }
+
+// TestQuarantineCoversCacheHits: once a pair is judged, a name of that
+// domain already in the cache is blocked for that client too (and only
+// for that client).
+func TestQuarantineCoversCacheHits(t *testing.T) {
+	clk := newClock()
+	s, _ := newOfflineServer(t, "", clk)
+	client, other := mustAddr("10.7.0.1"), mustAddr("10.7.0.2")
+	if o := ask(s, client, "www.t2.test.", dns.TypeA); o.reason != ReasonUpstream {
+		t.Fatalf("warm-up: %s", o.reason)
+	}
+	if o := ask(s, client, "www.t2.test.", dns.TypeA); o.reason != ReasonCache {
+		t.Fatalf("second query not a cache hit: %s", o.reason)
+	}
+	for _, q := range loadCorpus(t, "testdata/dns/tunnel-dns2tcp.txt")[:5] {
+		ask(s, client, q.name, q.qtype)
+	}
+	if o := ask(s, client, "www.t2.test.", dns.TypeA); o.reason != ReasonTunnel {
+		t.Fatalf("cached name of a quarantined pair: %s, want blocked (tunnel)", o.reason)
+	}
+	if o := ask(s, other, "www.t2.test.", dns.TypeA); o.reason != ReasonCache {
+		t.Fatalf("another client: %s, want a cache hit", o.reason)
+	}
+}

@@ -312,7 +312,7 @@ func (s *Server) openListener(addr string) (*listener, error) {
 	started := make(chan struct{}, 2)
 	notify := func() { started <- struct{}{} }
 	l.udp = &dns.Server{PacketConn: pc, Handler: s, ReadTimeout: readTimeout, WriteTimeout: writeTimeout,
-		NotifyStartedFunc: notify, UDPSize: 65535}
+		NotifyStartedFunc: notify, UDPSize: 4096}
 	l.tcp = &dns.Server{Listener: ln, Handler: s, ReadTimeout: readTimeout, WriteTimeout: writeTimeout,
 		IdleTimeout: idle, MaxTCPQueries: maxTCPQueries, NotifyStartedFunc: notify}
 	errc := make(chan error, 2)
@@ -425,35 +425,7 @@ func (s *Server) answer(ctx context.Context, client netip.Addr, tcp bool, req *d
 			return s.block(rt, req, opt, client, q, groupName, reason, rt.blockRcode)
 		}
 	}
-	// The detector sees refused query types too: a client sending NULL
-	// queries full of encoded data is the clearest tunnel signal, and its
-	// quarantine then also covers the fallback types it tries next.
 	detect := rt.profile.Mode != tunnel.ModeOff && !rt.profile.Exempt(name)
-	var domain string
-	if detect {
-		f := tunnel.Extract(q.Name, q.Qtype)
-		domain = f.Domain
-		v := s.tracker.Observe(now, rt.profile, client, &f)
-		if v.Alert != nil {
-			s.alert(v.Alert)
-		}
-		if v.Block {
-			if v.Quarantined {
-				s.m.blockTunnel.Inc()
-				s.debug("dns query blocked", client, q, DecisionBlock, ReasonTunnel)
-				s.admin.blocked(name)
-				return s.errorReply(rt, req, opt, rt.blockRcode, ReasonTunnel)
-			}
-			return s.block(rt, req, opt, client, q, groupName, ReasonTunnel, rt.blockRcode)
-		}
-		if v.WouldBlock {
-			s.m.wouldBlock.Inc()
-			s.debug("dns query would be blocked (report mode)", client, q, DecisionAllow, ReasonTunnel)
-		}
-	}
-	if rt.profile.Refused(name, q.Qtype) {
-		return s.block(rt, req, opt, client, q, groupName, ReasonQType, dns.RcodeRefused)
-	}
 	maxSize := 512
 	switch {
 	case tcp:
@@ -467,11 +439,51 @@ func (s *Server) answer(ctx context.Context, client netip.Addr, tcp bool, req *d
 	if rt.cacheOn {
 		if e, fresh := s.cache.Get(key, now, rt.staleFor); e != nil {
 			if fresh {
+				// A cache hit sends nothing upstream, so it carries no
+				// new bits out: the detector does not score it, but a
+				// quarantined pair stays blocked even for cached names.
+				if detect {
+					dom := e.Domain
+					if dom == "" { // cached while detection was off
+						f := tunnel.Extract(q.Name, q.Qtype)
+						dom = f.Domain
+					}
+					if s.tracker.Quarantined(now, client, dom) {
+						if out, blocked := s.quarantined(rt, req, opt, client, q, name); blocked {
+							return out
+						}
+					}
+				}
 				s.m.allowCache.Inc()
 				return s.fromEntry(rt, req, opt, client, name, q, e, now, false, maxSize, buf, ReasonCache)
 			}
 			stale = e
 		}
+	}
+	// The detector sees refused query types too: a client sending NULL
+	// queries full of encoded data is the clearest tunnel signal, and its
+	// quarantine then also covers the fallback types it tries next.
+	var domain string
+	if detect {
+		f := tunnel.Extract(q.Name, q.Qtype)
+		domain = f.Domain
+		v := s.tracker.Observe(now, rt.profile, client, &f)
+		if v.Alert != nil {
+			s.alert(v.Alert)
+		}
+		if v.Quarantined {
+			if out, blocked := s.quarantined(rt, req, opt, client, q, name); blocked {
+				return out
+			}
+		} else if v.Block {
+			return s.block(rt, req, opt, client, q, groupName, ReasonTunnel, rt.blockRcode)
+		} else if v.WouldBlock {
+			s.m.wouldBlock.Inc()
+			s.debug("dns query would be blocked (report mode)", client, q, DecisionAllow, ReasonTunnel)
+		}
+	}
+	if rt.profile.Refused(name, q.Qtype) {
+		return s.block(rt, req, opt, client, q, groupName, ReasonQType, dns.RcodeRefused)
 	}
 	e, err := s.forward(ctx, rt, req, opt, q, name, now)
 	if err == nil && stale != nil && e.Rcode != dns.RcodeSuccess && e.Rcode != dns.RcodeNameError {
@@ -496,11 +508,27 @@ func (s *Server) answer(ctx context.Context, client netip.Addr, tcp bool, req *d
 		}
 		s.tracker.ObserveAnswer(now, rt.profile, client, domain, e.Rcode == dns.RcodeNameError, big)
 	}
+	e.Domain = domain
 	if rt.cacheOn && e.Cacheable {
 		s.cache.Set(key, e.Entry)
 	}
 	s.m.allowUp.Inc()
 	return s.fromEntry(rt, req, opt, client, name, q, e.Entry, now, false, maxSize, buf, ReasonUpstream)
+}
+
+// quarantined handles a query of a pair in quarantine: blocked in block
+// mode (logged at debug level: the alert was the record), counted as
+// would-block in report mode.
+func (s *Server) quarantined(rt *runtime, req *dns.Msg, opt *dns.OPT, client netip.Addr, q dns.Question, name string) (outcome, bool) {
+	if rt.profile.Mode != tunnel.ModeBlock {
+		s.m.wouldBlock.Inc()
+		s.debug("dns query would be blocked (report mode)", client, q, DecisionAllow, ReasonTunnel)
+		return outcome{}, false
+	}
+	s.m.blockTunnel.Inc()
+	s.debug("dns query blocked", client, q, DecisionBlock, ReasonTunnel)
+	s.admin.blocked(name)
+	return s.errorReply(rt, req, opt, rt.blockRcode, ReasonTunnel), true
 }
 
 // fromEntry writes a (cached or fresh) entry for this client and records

@@ -35,6 +35,9 @@ type Entry struct {
 	// Addrs are the A/AAAA addresses of the answer section, for the
 	// resolved-address table.
 	Addrs []netip.Addr
+	// Domain is the registered domain of the name, set by dnsguard
+	// before the entry is stored, so a hit can check quarantine cheaply.
+	Domain string
 }
 
 // TTL returns the entry's remaining lifetime at now (negative when expired).
