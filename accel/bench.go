@@ -44,6 +44,11 @@ type BenchOptions struct {
 	NoResumption bool
 	// OpenSSL configures the openssl provider (library, provider, ...).
 	OpenSSL configs.AccelOpenSSL
+	// PKCS11 configures the pkcs11 provider; PKCS11Key is the pkcs11:
+	// URI of the HSM key it measures (an HSM key cannot be generated
+	// here, so KeyTypes do not apply to it).
+	PKCS11    configs.AccelPKCS11
+	PKCS11Key string
 }
 
 func (o *BenchOptions) defaults() {
@@ -124,6 +129,15 @@ func Bench(ctx context.Context, w io.Writer, opts BenchOptions) error {
 	}
 	fmt.Fprintf(w, "accel bench: %s/%s, %d cores (GOMAXPROCS), CPU features %s\n\n", runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0), CPUFeatures())
 
+	// providerKeys holds the keys a provider is measured with: the
+	// generated ones, or for pkcs11 the HSM key.
+	providerKeys := map[string]benchKeys{}
+	keysOf := func(p string) benchKeys {
+		if k, ok := providerKeys[p]; ok {
+			return k
+		}
+		return benchKeys{names: opts.KeyTypes, keys: keys}
+	}
 	engines := map[string]*Engine{}
 	defer func() {
 		for _, e := range engines {
@@ -139,19 +153,26 @@ func Bench(ctx context.Context, w io.Writer, opts BenchOptions) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "provider\tkey\tsign/s 1 goroutine\tµs/sign\tsign/s all cores (engine)\t")
 	for _, p := range opts.Providers {
-		e, err := New(configs.Accel{Provider: p, Required: true, OpenSSL: opts.OpenSSL}, Deps{})
+		e, err := New(configs.Accel{Provider: p, Required: true, OpenSSL: opts.OpenSSL, PKCS11: opts.PKCS11}, Deps{})
+		if err == nil && p == KindPKCS11.String() {
+			err = benchHSMKey(e, opts.PKCS11Key, providerKeys)
+		}
 		if err != nil {
 			fmt.Fprintf(tw, "%s\t-\tunavailable\t\t\t\n", p)
 			notes = append(notes, fmt.Sprintf("%s: %v", p, err))
+			if e != nil {
+				e.Close()
+			}
 			continue
 		}
 		engines[p] = e
-		for _, kt := range opts.KeyTypes {
+		pk := keysOf(p)
+		for _, kt := range pk.names {
 			if ctx.Err() != nil {
 				tw.Flush()
 				return ctx.Err()
 			}
-			one, all, err := benchSign(ctx, e, keys[kt], opts.SignDuration)
+			one, all, err := benchSign(ctx, e, pk.keys[kt], opts.SignDuration)
 			if err != nil {
 				fmt.Fprintf(tw, "%s\t%s\terror: %v\t\t\t\n", p, kt, err)
 				continue
@@ -171,12 +192,13 @@ func Bench(ctx context.Context, w io.Writer, opts BenchOptions) error {
 		if !ok {
 			continue
 		}
-		for _, kt := range opts.KeyTypes {
+		pk := keysOf(p)
+		for _, kt := range pk.names {
 			if ctx.Err() != nil {
 				tw.Flush()
 				return ctx.Err()
 			}
-			r, err := benchHandshakes(ctx, e, keys[kt], opts.Concurrency, opts.HandshakeDuration, false)
+			r, err := benchHandshakes(ctx, e, pk.keys[kt], opts.Concurrency, opts.HandshakeDuration, false)
 			if err != nil {
 				fmt.Fprintf(tw, "%s\t%s\terror: %v\t\t\n", p, kt, err)
 				continue
@@ -232,7 +254,7 @@ func benchSign(ctx context.Context, e *Engine, key crypto.Signer, d time.Duratio
 	}
 	digest := sha256.Sum256([]byte("ztgate accel bench"))
 	var opts crypto.SignerOpts = crypto.SHA256
-	if _, ok := key.(*rsa.PrivateKey); ok {
+	if _, ok := s.pub.(*rsa.PublicKey); ok {
 		opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256} // what TLS 1.3 asks
 	}
 	if _, err := s.key.Sign(digest[:], opts); err != nil {
@@ -305,4 +327,23 @@ func benchHandshakes(ctx context.Context, e *Engine, key crypto.Signer, conc int
 		ccfg.ClientSessionCache = tls.NewLRUClientSessionCache(conc)
 	}
 	return loadgen.Run(ctx, ln.Addr().String(), ccfg, conc, d), nil
+}
+
+type benchKeys struct {
+	names []string
+	keys  map[string]crypto.Signer
+}
+
+// benchHSMKey loads the HSM key to measure with the pkcs11 provider.
+func benchHSMKey(e *Engine, uri string, into map[string]benchKeys) error {
+	if uri == "" {
+		return fmt.Errorf("name the HSM key to measure with a pkcs11: URI")
+	}
+	s, err := e.LoadKey(uri)
+	if err != nil {
+		return err
+	}
+	kt := KeyType(s.Public())
+	into[KindPKCS11.String()] = benchKeys{names: []string{kt}, keys: map[string]crypto.Signer{kt: s}}
+	return nil
 }

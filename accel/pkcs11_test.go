@@ -3,6 +3,8 @@
 package accel
 
 import (
+	"bytes"
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -13,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -115,6 +118,18 @@ func TestSoftHSMEndToEnd(t *testing.T) {
 				t.Fatalf("HSM signed %v times for two handshakes, want 2", got)
 			}
 		})
+	}
+
+	// ztgate accel bench measures an HSM key.
+	var out bytes.Buffer
+	err := Bench(context.Background(), &out, BenchOptions{Providers: []string{"pkcs11"},
+		PKCS11:    configs.AccelPKCS11{Module: softhsmModule, TokenLabel: "ztgate", PinFile: pinFile},
+		PKCS11Key: "pkcs11:object=web-rsa", SignDuration: 20 * time.Millisecond, HandshakeDuration: 100 * time.Millisecond, Concurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`pkcs11\s+rsa2048\s+\d+`).Match(out.Bytes()) || strings.Contains(out.String(), "error:") {
+		t.Fatalf("bench with the HSM key:\n%s", out.String())
 	}
 
 	// The private keys cannot leave the token.
