@@ -120,7 +120,10 @@ type listenerHandler struct {
 
 func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rt := h.s.rt.Load()
+	rt := h.s.acquire()
+	if rt != nil {
+		defer rt.done()
+	}
 	rec := &recorder{ResponseWriter: w}
 	req := &Request{HTTP: r, Listener: h.name, Start: start, Proto: "https"}
 	defer func() {

@@ -299,3 +299,53 @@ routes:
 	buf := make([]byte, 1<<20)
 	t.Fatalf("goroutines: %d before, %d after shutdown\n%s", before, after, buf[:runtime.Stack(buf, true)])
 }
+
+// TestRetiredRuntimeReleasedAfterLastRequest: a snapshot replaced while
+// a request runs on it is released only when that request ends.
+func TestRetiredRuntimeReleasedAfterLastRequest(t *testing.T) {
+	se := &slowExt{started: make(chan struct{}, 1), release: make(chan struct{})}
+	var released atomic.Int32
+	ext := func(cfg *configs.Config) (*Extension, error) {
+		e, _ := se.ext(cfg)
+		name := cfg.Routes[0].Name
+		e.Release = func() {
+			if name == "old" {
+				released.Add(1)
+			}
+		}
+		return e, nil
+	}
+	h := newHarness(t, ext)
+	dir := t.TempDir()
+	h.apply(slowConfig(dir, "127.0.0.1:0", "old"))
+	addr := h.srv.Addr("public").String()
+	c := h.client("h1")
+	got := make(chan string, 1)
+	go func() {
+		resp, err := c.Get("https://" + addr + "/")
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- string(b)
+	}()
+	<-se.started
+	h.apply(slowConfig(dir, addr, "new"))
+	if n := released.Load(); n != 0 {
+		t.Fatalf("old snapshot released %d times while a request still ran on it", n)
+	}
+	close(se.release)
+	if b := <-got; b != "old" {
+		t.Fatalf("in-flight request: %q", b)
+	}
+	// done() runs as the handler returns; the client may see the body
+	// a moment before.
+	for i := 0; i < 500 && released.Load() == 0; i++ {
+		time.Sleep(2 * time.Millisecond)
+	}
+	if n := released.Load(); n != 1 {
+		t.Fatalf("old snapshot released %d times after its last request, want 1", n)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/ztgate/ztgate/configs"
 	"github.com/ztgate/ztgate/gateway/upstream"
@@ -20,6 +22,40 @@ type Runtime struct {
 	listeners map[string]*listenerRuntime
 	routes    map[*route]*routeRuntime
 	ext       *Extension
+
+	// In-flight accounting: a retired Runtime releases what it holds
+	// (policy engines, upstream pools) only when its last request ends.
+	inflight    atomic.Int64
+	retired     atomic.Bool
+	released    atomic.Bool
+	releaseOnce sync.Once
+}
+
+// acquire pins rt for one request; false if rt was already released
+// (the caller loads the current Runtime again).
+func (rt *Runtime) acquire() bool {
+	rt.inflight.Add(1)
+	if rt.released.Load() {
+		rt.inflight.Add(-1)
+		return false
+	}
+	return true
+}
+
+// done ends a request begun with acquire.
+func (rt *Runtime) done() {
+	if rt.inflight.Add(-1) == 0 && rt.retired.Load() {
+		rt.release()
+	}
+}
+
+// retire marks rt as replaced; it is released now if idle, else by the
+// last request's done.
+func (rt *Runtime) retire() {
+	rt.retired.Store(true)
+	if rt.inflight.Load() == 0 {
+		rt.release()
+	}
 }
 
 // Config returns the config this Runtime was compiled from.
@@ -163,9 +199,12 @@ func compileListener(cfg *configs.Config, i int, deps Deps, ext *Extension) (*li
 }
 
 func (rt *Runtime) release() {
-	if rt.ext != nil && rt.ext.Release != nil {
-		rt.ext.Release()
-	}
+	rt.releaseOnce.Do(func() {
+		rt.released.Store(true)
+		if rt.ext != nil && rt.ext.Release != nil {
+			rt.ext.Release()
+		}
+	})
 }
 
 // Ready reports what this snapshot still waits for.

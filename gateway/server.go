@@ -78,6 +78,17 @@ func New(deps Deps) (*Server, error) {
 // Runtime returns the snapshot in use.
 func (s *Server) Runtime() *Runtime { return s.rt.Load() }
 
+// acquire returns the current Runtime pinned for one request (nil when
+// not serving). Call rt.done when the request ends.
+func (s *Server) acquire() *Runtime {
+	for {
+		rt := s.rt.Load()
+		if rt == nil || rt.acquire() {
+			return rt
+		}
+	}
+}
+
 // Apply compiles cfg and, if that succeeds, opens any new sockets,
 // publishes the new Runtime and retires the old one. On any error nothing
 // changes: the old Runtime keeps serving.
@@ -113,7 +124,7 @@ func (s *Server) Apply(cfg *configs.Config) error {
 	s.configureListeners(rt)
 	s.closeRemoved(rt)
 	if old != nil {
-		old.release()
+		old.retire()
 	}
 	return nil
 }
@@ -281,7 +292,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	s.tcp, s.h3 = map[string]*tcpServer{}, map[string]*h3Server{}
 	if rt := s.rt.Swap(nil); rt != nil {
-		rt.release()
+		rt.retire()
 	}
 	return errors.Join(errs...)
 }

@@ -156,7 +156,10 @@ func compilePolicy(cfg *configs.Config, log *slog.Logger, reg prometheus.Registe
 	return &policy{jwt: j, authz: z}, nil
 }
 
-func (p *policy) release() { p.jwt.Close() }
+func (p *policy) release() {
+	p.jwt.Close()
+	p.authz.Close()
+}
 
 func (p *policy) stages(l *configs.Listener, r *configs.Route) ([]gateway.Stage, error) {
 	st, err := newPolicyStage(l, r, p.jwt, p.authz, p.gatewayID)

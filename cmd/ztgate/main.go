@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/ztgate/ztgate/authz/istio"
 	"github.com/ztgate/ztgate/cmd/ztgate/internal/version"
 	"github.com/ztgate/ztgate/configs"
 )
@@ -91,11 +92,25 @@ func resolveConfig(flagVal string) string {
 	return ""
 }
 
+// loadConfig reads and validates the config, then merges Istio
+// RequestAuthentication and PeerAuthentication documents from
+// authz.policies_dir into it (they configure authn, which configs alone
+// cannot translate).
 func loadConfig(path string) (*configs.Config, error) {
+	var cfg *configs.Config
+	var err error
 	if path == "" {
-		return configs.LoadEmbedded()
+		cfg, err = configs.LoadEmbedded()
+	} else {
+		cfg, err = configs.Load(path)
 	}
-	return configs.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := istio.MergeAuthn(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // printErrors writes every joined error on its own line.
