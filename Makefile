@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X github.com/ztgate/ztgate/cmd/ztgate/internal/version.Version=$(VERSION)
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build run test test-short deps vet fmt fuzz bench bench-quick clean
+.PHONY: all build run test test-short deps vet fmt fuzz bench bench-quick bench-tools clean
 
 all: build
 
@@ -36,15 +36,17 @@ vet:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-## bench: the full comparison with nginx, haproxy, caddy (about 15 min); writes bench/results/REPORT.md.
-bench: deps build
-	$(GO) build -o bin/hsload ./bench/cmd/hsload
-	$(GO) run ./bench/cmd/zbench -rounds 3 -d 10s
+## bench: ztgate side by side with nginx, haproxy, caddy, CoreDNS, dnsmasq (under 20 min); writes bench/results/REPORT.md.
+BENCH_TOOLS := hsload h3load idleconns dnsstub zbench
+bench-tools:
+	for t in $(BENCH_TOOLS); do $(GO) build -o bin/$$t ./bench/cmd/$$t || exit 1; done
 
-## bench-quick: a 2-minute subset (one round, short runs).
-bench-quick: deps build
-	$(GO) build -o bin/hsload ./bench/cmd/hsload
-	$(GO) run ./bench/cmd/zbench -rounds 1 -d 3s -warmup 1s -out bench/results/quick
+bench: deps build bench-tools
+	./bin/zbench -cmd "make bench" -rounds 3 -d 10s -warmup 1s
+
+## bench-quick: a 2-minute subset (one round, short runs) into bench/results/quick.
+bench-quick: deps build bench-tools
+	./bin/zbench -cmd "make bench-quick" -rounds 1 -d 2s -warmup 0s -out bench/results/quick
 
 clean:
 	rm -rf bin

@@ -35,4 +35,5 @@ GOBIN=$(go env GOPATH)/bin
 [ -x "$GOBIN/h2spec" ] || GOFLAGS= go install github.com/summerwind/h2spec/cmd/h2spec@latest
 # Peers for bench/ (and its smoke test in make test): newest releases.
 [ -x "$GOBIN/caddy" ] || GOFLAGS= go install github.com/caddyserver/caddy/v2/cmd/caddy@latest
+[ -x "$GOBIN/coredns" ] || GOFLAGS= go install github.com/coredns/coredns@latest
 echo "deps: ok"

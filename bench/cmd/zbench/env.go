@@ -28,16 +28,29 @@ import (
 // Fixed loopback ports (high, away from the tests' ephemeral ports).
 const (
 	upstreamPort = 18081
+	originPort   = 19443 // TLS origin of the egress scenarios (CPU 0)
+	stubPort     = 27310 // authoritative DNS stub (CPU 0)
+	ztAdminPort  = 23900 // ztgate's admin server (pprof)
 	serverName   = "localhost"
+	egressName   = "allowed.test" // the name the egress load asks for
+	deniedName   = "denied.test"  // resolves, but no proxy allows it
+	allowNames   = 1000           // svcN.allowed.example, plus allowed.test
+	dnsNames     = 500            // www.siteN.test: one name per registered domain
 )
 
-// env is what every scenario shares: certificates, the upstream, peers.
+// env is what every scenario shares: certificates, the upstream, the
+// egress origin, the DNS stub, the JWT material, peers.
 type env struct {
 	dir      string
 	ca       string // CA PEM for clients
 	certs    map[string]certPair
 	peers    []*peer
 	versions map[string]string
+	origin   *proc
+	jwt      jwtMaterial
+	allow    []string // the egress allowlist (1,001 names)
+	allowLst string   // the allowlist, one name a line (haproxy -f)
+	queries  string   // dnsperf query file
 }
 
 type certPair struct{ cert, key, combined string }
@@ -50,8 +63,117 @@ func setup(r *runner) (*env, error) {
 	if err := e.startUpstream(r); err != nil {
 		return nil, err
 	}
+	var err error
+	if e.jwt, err = makeJWT(e.dir); err != nil {
+		return nil, err
+	}
+	if err := e.writeNames(); err != nil {
+		return nil, err
+	}
+	if err := e.startStub(r); err != nil {
+		return nil, err
+	}
+	if err := e.startOrigin(r); err != nil {
+		return nil, err
+	}
 	e.findPeers(r)
 	return e, nil
+}
+
+// writeNames writes the egress allowlist, the DNS stub's zone and the
+// dnsperf query file.
+func (e *env) writeNames() error {
+	e.allow = []string{egressName}
+	for i := 0; i < allowNames; i++ {
+		e.allow = append(e.allow, fmt.Sprintf("svc%d.allowed.example", i))
+	}
+	e.allowLst = filepath.Join(e.dir, "allow.lst")
+	if err := os.WriteFile(e.allowLst, []byte(strings.Join(e.allow, "\n")+"\n"), 0o644); err != nil {
+		return err
+	}
+	var zone, q strings.Builder
+	for _, n := range append(append([]string{}, e.allow...), deniedName) {
+		fmt.Fprintf(&zone, "%s 127.0.0.1\n", n)
+	}
+	for i := 0; i < dnsNames; i++ {
+		fmt.Fprintf(&zone, "www.site%d.test 10.%d.%d.1\n", i, i/256, i%256)
+		fmt.Fprintf(&q, "www.site%d.test A\n", i)
+	}
+	e.queries = filepath.Join(e.dir, "queries.txt")
+	if err := os.WriteFile(e.queries, []byte(q.String()), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(e.dir, "zone.txt"), []byte(zone.String()), 0o644)
+}
+
+// startStub runs bench/cmd/dnsstub on CPU 0: the upstream of every DNS
+// peer, and the resolver of ztgate's egress proxy.
+func (e *env) startStub(r *runner) error {
+	if _, err := os.Stat(r.o.dnsstub); err != nil {
+		return fmt.Errorf("-dnsstub %s: %w (go build -o bin/dnsstub ./bench/cmd/dnsstub)", r.o.dnsstub, err)
+	}
+	_, err := r.spawn("dnsstub", "0", nil, abs(r.o.dnsstub), "-addr", fmt.Sprintf("127.0.0.1:%d", stubPort),
+		"-names", filepath.Join(e.dir, "zone.txt"))
+	if err != nil {
+		return err
+	}
+	return waitPort(r.ctx, stubPort, 10*time.Second)
+}
+
+// startOrigin runs the egress scenarios' TLS origin on CPU 0: nginx
+// serving allowed.test (and the allowlist's names) with a 2-byte index
+// and a 4 GiB sparse file for the bulk transfer, closing after each
+// request (the load makes one request per connection).
+func (e *env) startOrigin(r *runner) error {
+	www := filepath.Join(e.dir, "www-origin")
+	os.MkdirAll(www, 0o755)
+	os.WriteFile(filepath.Join(www, "index.html"), []byte("ok"), 0o644)
+	if err := os.Truncate(filepath.Join(www, "big.bin"), 0); err != nil {
+		f, err := os.Create(filepath.Join(www, "big.bin"))
+		if err != nil {
+			return err
+		}
+		f.Close()
+	}
+	if err := os.Truncate(filepath.Join(www, "big.bin"), 4<<30); err != nil {
+		return err
+	}
+	c := e.certs["origin"]
+	conf := filepath.Join(e.dir, "origin-nginx.conf")
+	err := writeTemplate(conf, `daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+error_log {{.Dir}}/origin-error.log warn;
+pid {{.Dir}}/origin.pid;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path {{.Dir}}/tmp-or-body;
+  proxy_temp_path {{.Dir}}/tmp-or-proxy;
+  fastcgi_temp_path {{.Dir}}/tmp-or-fcgi;
+  uwsgi_temp_path {{.Dir}}/tmp-or-uwsgi;
+  scgi_temp_path {{.Dir}}/tmp-or-scgi;
+  server {
+    listen 127.0.0.1:{{.Port}} ssl reuseport backlog=4096;
+    ssl_certificate {{.Cert}};
+    ssl_certificate_key {{.Key}};
+    ssl_protocols TLSv1.3;
+    ssl_session_tickets off;
+    ssl_session_cache off;
+    keepalive_timeout 0;
+    root {{.WWW}};
+  }
+}
+`, map[string]any{"Dir": e.dir, "Port": originPort, "WWW": www, "Cert": c.cert, "Key": c.key})
+	if err != nil {
+		return err
+	}
+	e.origin, err = r.spawn("origin", "0", nil, lookPath("nginx"), "-p", e.dir, "-c", conf)
+	if err != nil {
+		return err
+	}
+	return waitPort(r.ctx, originPort, 10*time.Second)
 }
 
 // makeCerts writes a CA and ECDSA P-256 and RSA-2048 leaves for localhost.
@@ -70,7 +192,7 @@ func (e *env) makeCerts() error {
 	if err := os.WriteFile(e.ca, caPEM, 0o644); err != nil {
 		return err
 	}
-	for _, kind := range []string{"ecdsa", "rsa"} {
+	for _, kind := range []string{"ecdsa", "rsa", "origin"} {
 		var pub, priv any
 		if kind == "rsa" {
 			k, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -82,8 +204,12 @@ func (e *env) makeCerts() error {
 			k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 			pub, priv = &k.PublicKey, k
 		}
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: serverName},
-			DNSNames: []string{serverName}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		names := []string{serverName}
+		if kind == "origin" { // the egress origin: ECDSA, every name the load may ask for
+			names = []string{egressName, deniedName, "*.allowed.example"}
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: names[0]},
+			DNSNames: names, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
 			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 			KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, pub, caKey)
@@ -133,6 +259,7 @@ http {
   server {
     listen 127.0.0.1:{{.Port}} reuseport backlog=4096;
     root {{.WWW}};
+    location / { try_files /index.html =404; } # the same 1 KiB for every path (reload uses /r1)
   }
 }
 `, map[string]any{"Dir": e.dir, "Port": upstreamPort, "WWW": www})
@@ -179,6 +306,13 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 		return len(b), nil // bounded
 	}
 	return w.p.out.Write(b)
+}
+
+// all is everything the process printed (bounded at 1 MiB).
+func (p *proc) all() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
 }
 
 func (p *proc) output() string {

@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -35,6 +36,10 @@ type options struct {
 	smoke    bool
 	ztgate   string
 	hsload   string
+	h3load   string
+	idle     string
+	dnsstub  string
+	cmd      string
 }
 
 func main() {
@@ -48,11 +53,16 @@ func main() {
 	flag.StringVar(&peers, "peers", "", "comma-separated peers (default: all installed)")
 	flag.BoolVar(&o.smoke, "smoke", false, "one tiny round of each scenario: checks that every config starts and every parser reads its tool's output")
 	flag.StringVar(&o.ztgate, "ztgate", "bin/ztgate", "ztgate binary")
-	flag.StringVar(&o.hsload, "hsload", "bin/hsload", "hsload binary")
+	flag.StringVar(&o.hsload, "hsload", "bin/hsload", "hsload binary (bench/cmd/hsload)")
+	flag.StringVar(&o.h3load, "h3load", "bin/h3load", "h3load binary (bench/cmd/h3load)")
+	flag.StringVar(&o.idle, "idleconns", "bin/idleconns", "idleconns binary (bench/cmd/idleconns)")
+	flag.StringVar(&o.dnsstub, "dnsstub", "bin/dnsstub", "dnsstub binary (bench/cmd/dnsstub)")
+	flag.StringVar(&o.cmd, "cmd", "go run ./bench/cmd/zbench", "how this run was started, for the report (the Makefile says `make bench`)")
+	keep := flag.Bool("keep", false, "keep the work directory (configs, logs) for debugging")
 	flag.Parse()
 	o.only, o.peers = set(only), set(peers)
 	if o.smoke {
-		o.rounds, o.duration, o.warmup = 1, 2*time.Second, 0
+		o.rounds, o.duration, o.warmup = 1, time.Second, 0
 	}
 	if o.duration < time.Second || o.duration > time.Minute {
 		log.Fatal("zbench: -d must be between 1s and 60s")
@@ -62,7 +72,11 @@ func main() {
 		log.Fatal(err)
 	}
 	o.work = dir
-	defer os.RemoveAll(dir)
+	if *keep {
+		log.Printf("zbench: work directory %s is kept", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
@@ -91,6 +105,9 @@ type runner struct {
 	procs   []*proc
 	results []result
 	env     *env
+	missing map[string]string // target label → why it is not available in this build
+	// profiles are the CPU profiles of ztgate, by scenario/target.
+	profiles map[string]profileSummary
 }
 
 func (r *runner) run() error {
@@ -99,87 +116,164 @@ func (r *runner) run() error {
 		return err
 	}
 	r.env = env
+	r.missing = map[string]string{}
+	log.Printf("zbench: about %s planned (%d rounds of %s + %s warm-up per target); work directory %s",
+		r.estimate().Round(time.Minute), r.o.rounds, r.o.duration, r.o.warmup, r.o.work)
+	began := time.Now()
 	for _, sc := range scenarios() {
 		if r.o.only != nil && !r.o.only[sc.name] {
 			continue
 		}
+		t0 := time.Now()
 		if err := r.scenario(sc); err != nil {
 			return fmt.Errorf("%s: %w", sc.name, err)
 		}
+		log.Printf("scenario %s took %s (total %s)", sc.name, time.Since(t0).Round(time.Second), time.Since(began).Round(time.Second))
 	}
 	if r.o.smoke {
 		return r.checkSmoke()
 	}
-	return writeReport(r.o.out, r.results, env.versions, r.o)
+	return writeReport(r, time.Since(began))
 }
 
-// scenario runs every peer of sc in turn, round after round.
+// scenario runs every target of sc in turn, round after round. A peer
+// that cannot do the work, or a ztgate feature this build lacks, gets one
+// result row that says so instead of numbers.
 func (r *runner) scenario(sc scenario) error {
-	peers := r.peersFor(sc)
-	if len(peers) == 0 {
+	targets := r.targetsFor(sc)
+	for _, p := range sc.cannotPeers() {
+		if r.o.peers == nil || r.o.peers[p] {
+			r.results = append(r.results, result{scenario: sc.name, peer: p, unit: sc.unit, note: "cannot: " + sc.cannot[p]})
+		}
+	}
+	if len(targets) == 0 {
 		return nil
 	}
-	log.Printf("scenario %s: peers %s, %d rounds of %s", sc.name, strings.Join(names(peers), ", "), r.o.rounds, r.o.duration)
+	var labels []string
+	for _, t := range targets {
+		labels = append(labels, t.label())
+	}
+	log.Printf("scenario %s: %s, %d rounds of %s", sc.name, strings.Join(labels, ", "), r.o.rounds, r.o.duration)
 	for round := 1; round <= r.o.rounds; round++ {
-		for _, p := range peers {
+		for _, t := range targets {
 			if err := r.ctx.Err(); err != nil {
 				return err
 			}
-			res, err := r.measure(sc, p, round)
-			if err != nil {
-				return fmt.Errorf("%s round %d: %w", p.name, round, err)
+			if why, ok := r.missing[sc.name+"/"+t.label()]; ok {
+				_ = why // already recorded once
+				continue
 			}
-			log.Printf("  %-10s round %d: %s", p.name, round, res.summary())
+			measure := r.measure
+			switch sc.kind {
+			case "memory":
+				measure = r.measureMemory
+			case "reload":
+				measure = r.measureReload
+			}
+			res, err := measure(sc, t, round)
+			var na *notAvailable
+			if errors.As(err, &na) {
+				log.Printf("  %-22s not available in this build: %s", t.label(), na.why)
+				r.missing[sc.name+"/"+t.label()] = na.why
+				r.results = append(r.results, result{scenario: sc.name, peer: t.p.name, variant: t.variant, unit: sc.unit,
+					note: "not available in this build: " + na.why})
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("%s round %d: %w", t.label(), round, err)
+			}
+			res.scenario, res.peer, res.variant, res.round, res.unit = sc.name, t.p.name, t.variant, round, sc.unit
+			log.Printf("  %-22s round %d: %s", t.label(), round, res.summary())
 			r.results = append(r.results, res)
 		}
 	}
 	return nil
 }
 
-func (r *runner) peersFor(sc scenario) []*peer {
-	var out []*peer
-	for _, p := range r.env.peers {
-		if r.o.peers != nil && !r.o.peers[p.name] {
+// estimate is the planned wall time: every target's runs plus about a
+// second each to start and stop a server.
+func (r *runner) estimate() time.Duration {
+	var total time.Duration
+	for _, sc := range scenarios() {
+		if r.o.only != nil && !r.o.only[sc.name] {
 			continue
 		}
-		if p.supports(sc.name) {
-			out = append(out, p)
+		per := r.o.duration + time.Second
+		if !sc.noWarmup {
+			per += r.o.warmup
+		}
+		switch sc.kind {
+		case "memory":
+			per = 8 * time.Second
+		case "reload":
+			per = 15 * time.Second
+		}
+		if sc.name == "egress-bulk" {
+			per = bulkDuration(r.o.duration) + time.Second
+		}
+		total += time.Duration(len(r.targetsFor(sc))*r.o.rounds) * per
+	}
+	return total
+}
+
+// targetsFor lists the peers (and their variants) that run sc.
+func (r *runner) targetsFor(sc scenario) []*target {
+	var out []*target
+	for _, name := range sc.peers {
+		if r.o.peers != nil && !r.o.peers[name] {
+			continue
+		}
+		p := r.env.peer(name)
+		if p == nil || !p.installed() {
+			continue
+		}
+		vs := sc.variants[name]
+		if len(vs) == 0 {
+			vs = []string{""}
+		}
+		for _, v := range vs {
+			t := &target{p: p, variant: v, port: p.base + sc.portOffset}
+			if p.shared != nil {
+				t.port = originPort // "direct": the load goes to the origin itself
+			}
+			out = append(out, t)
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].order < out[j].order })
 	return out
 }
 
-func names(ps []*peer) []string {
-	var out []string
-	for _, p := range ps {
-		out = append(out, p.name)
-	}
-	return out
-}
+// notAvailable marks a ztgate feature this build does not have: the
+// config is refused by `ztgate validate`, or accepted but not acted on.
+type notAvailable struct{ why string }
 
-// measure starts the peer for the scenario, warms up, runs the load
-// generator, and reads the server's CPU time.
-func (r *runner) measure(sc scenario, p *peer, round int) (result, error) {
-	srv, err := r.start(p, sc)
+func (e *notAvailable) Error() string { return "not available in this build: " + e.why }
+
+// measure starts the target for the scenario, checks that it really does
+// the scenario's work, warms up, runs the load generator, and reads the
+// server's CPU time.
+func (r *runner) measure(sc scenario, t *target, round int) (result, error) {
+	srv, err := r.start(sc, t)
 	if err != nil {
 		return result{}, err
 	}
-	defer r.stop(srv)
-	if err := waitPort(r.ctx, p.port(sc), 10*time.Second); err != nil {
-		return result{}, fmt.Errorf("%s did not start: %w\n%s", p.name, err, srv.output())
+	if t.p.shared == nil {
+		defer r.stop(srv)
 	}
-	if r.o.warmup > 0 {
-		if _, err := sc.load(r, p.port(sc), r.o.warmup); err != nil {
+	if err := r.ready(sc, t, srv); err != nil {
+		return result{}, err
+	}
+	if r.o.warmup > 0 && !sc.noWarmup {
+		if _, err := sc.load(r, t, r.o.warmup); err != nil {
 			return result{}, fmt.Errorf("warm-up: %w\n%s", err, srv.output())
 		}
 	}
+	prof := r.profile(sc, t, round)
 	cpu0, err := srv.cpu()
 	if err != nil {
 		return result{}, err
 	}
 	start := time.Now()
-	lr, err := sc.load(r, p.port(sc), r.o.duration)
+	lr, err := sc.load(r, t, r.o.duration)
 	if err != nil {
 		return result{}, fmt.Errorf("load: %w\n%s", err, srv.output())
 	}
@@ -188,8 +282,10 @@ func (r *runner) measure(sc scenario, p *peer, round int) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	res := result{scenario: sc.name, peer: p.name, round: round, rate: lr.rate, ops: lr.ops,
-		p50: lr.p50, p99: lr.p99, errors: lr.errors, unit: sc.unit}
+	if err := prof.wait(); err != nil {
+		log.Printf("  profile of %s/%s: %v", sc.name, t.label(), err)
+	}
+	res := result{rate: lr.rate, ops: lr.ops, p50: lr.p50, p99: lr.p99, errors: lr.errors}
 	used := (cpu1 - cpu0).Seconds()
 	res.cpuPct = 100 * used / wall.Seconds()
 	if lr.ops > 0 {
@@ -198,13 +294,53 @@ func (r *runner) measure(sc scenario, p *peer, round int) (result, error) {
 	return res, nil
 }
 
+// ready waits for the target's port, then runs the scenario's checks
+// (that ztgate really verifies tokens, that the allowlist refuses, that
+// the cache is filled).
+func (r *runner) ready(sc scenario, t *target, srv *proc) error {
+	wait := 10 * time.Second
+	if t.p.name == "ztgate" && sc.feature != "" {
+		// The admin server opens once every component has applied the
+		// config, so by then the feature's listener is open or never
+		// will be.
+		if err := waitPort(r.ctx, ztAdminPort, 10*time.Second); err != nil {
+			return fmt.Errorf("%s did not start: %w\n%s", t.label(), err, srv.output())
+		}
+		wait = time.Second
+	}
+	if err := waitPort(r.ctx, t.port, wait); err != nil {
+		if t.p.name == "ztgate" && sc.feature != "" {
+			return &notAvailable{fmt.Sprintf("the config validates but nothing listens on %d (%s not wired into cmd/ztgate?)", t.port, sc.feature)}
+		}
+		return fmt.Errorf("%s did not start: %w\n%s", t.label(), err, srv.output())
+	}
+	if sc.prepare != nil {
+		if err := sc.prepare(r, t); err != nil {
+			var na *notAvailable
+			if errors.As(err, &na) {
+				return err
+			}
+			return fmt.Errorf("%s: %w\n%s", t.label(), err, srv.output())
+		}
+	}
+	return nil
+}
+
 func (r *runner) checkSmoke() error {
 	var bad []string
 	seen := map[string]bool{}
 	for _, res := range r.results {
-		seen[res.scenario+"/"+res.peer] = true
+		key := res.scenario + "/" + res.label()
+		if res.note != "" {
+			fmt.Printf("zbench smoke: %s: %s\n", key, res.note)
+			continue
+		}
+		seen[key] = true
 		if res.ops == 0 || res.rate <= 0 {
-			bad = append(bad, fmt.Sprintf("%s/%s: no operations parsed", res.scenario, res.peer))
+			bad = append(bad, fmt.Sprintf("%s: no operations parsed", key))
+		}
+		if res.errors > 0 && res.scenario == "reload" {
+			bad = append(bad, fmt.Sprintf("%s: %d failed requests during reloads", key, res.errors))
 		}
 	}
 	if len(bad) > 0 {
