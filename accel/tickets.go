@@ -70,7 +70,7 @@ func NewTickets(cfg configs.AccelSessions, deps Deps) (*Tickets, error) {
 			Help: "Session-ticket key rotations (or key-file reloads) by result.",
 		}, []string{LabelResult}),
 		hs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ztgate_tls_handshakes_total",
+			Name: "ztgate_tls_session_resumption_total",
 			Help: "TLS handshakes on registered listeners, by whether a session ticket resumed them.",
 		}, []string{"resumed"}),
 		quit: make(chan struct{}),

@@ -40,9 +40,6 @@ type Deps struct {
 	// packages own (upstream pools, authn, authz). Nil: routes with an
 	// upstream answer 503.
 	Extensions Extensions
-	// TLSHook, if set, is applied to every listener's stable tls.Config
-	// once (session ticket rotation).
-	TLSHook func(*tls.Config)
 }
 
 // Server is the ingress gateway.
@@ -382,9 +379,6 @@ func (s *Server) stableTLS(name func() string) *tls.Config {
 			}
 			return lr.tls, nil
 		},
-	}
-	if s.deps.TLSHook != nil {
-		s.deps.TLSHook(c)
 	}
 	return c
 }

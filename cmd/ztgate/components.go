@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 
+	"github.com/ztgate/ztgate/accel"
 	"github.com/ztgate/ztgate/authn/jwt"
 	"github.com/ztgate/ztgate/authn/peer"
 	"github.com/ztgate/ztgate/authn/svid"
@@ -31,15 +32,30 @@ type components struct {
 	first     *configs.Config // the config New was built with
 	certs     *certs.Manager
 	upstreams *upstream.Registry
-	keys      *jwt.KeyCache // JWKS caches, shared by every snapshot
-	identity  *svid.Source  // the gateway's SPIFFE SVID and trust bundles
+	keys      *jwt.KeyCache  // JWKS caches, shared by every snapshot
+	identity  *svid.Source   // the gateway's SPIFFE SVID and trust bundles
+	accel     *accel.Engine  // private-key offload for every served certificate
+	tickets   *accel.Tickets // session-ticket keys shared by all listeners
 }
 
 func newComponents(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer) (*components, error) {
 	c := &components{log: log, reg: reg, first: cfg}
 	var err error
-	c.certs, err = certs.New(cfg, certs.Deps{Logger: log, Metrics: reg})
+	// The accel engine and ticket keys are per process: changing accel:
+	// takes a restart (docs/accel.md).
+	c.accel, err = accel.New(cfg.Accel, accel.Deps{Logger: log, Metrics: reg})
 	if err != nil {
+		return nil, err
+	}
+	c.tickets, err = accel.NewTickets(cfg.Accel.Sessions, accel.Deps{Logger: log, Metrics: reg})
+	if err != nil {
+		c.accel.Close()
+		return nil, err
+	}
+	c.certs, err = certs.New(cfg, certs.Deps{Logger: log, Metrics: reg, WrapCert: c.accel.Wrap, KeyLoader: c.accel.LoadKey})
+	if err != nil {
+		c.tickets.Close()
+		c.accel.Close()
 		return nil, err
 	}
 	um, err := upstream.NewMetrics(reg)
@@ -78,6 +94,8 @@ func (c *components) shutdown(ctx context.Context) {
 	c.upstreams.Close()
 	c.keys.Close()
 	c.identity.Close()
+	c.tickets.Close()
+	c.accel.Close()
 	c.certs.Stop()
 }
 
@@ -99,16 +117,13 @@ func (c *components) gatewayID() string {
 	return sv.ID.String()
 }
 
-// tlsHook is applied once to every listener socket's TLS config.
-func (c *components) tlsHook(tc *tls.Config) {}
-
 // extensions compiles the per-snapshot pipeline parts for cfg: the
 // upstream pool set, the JWT authenticator, the authorization engine,
 // each listener's client-certificate settings and each route's stages.
 func (c *components) extensions(cfg *configs.Config) (ext *gateway.Extension, err error) {
 	p, err := compilePolicy(cfg, c.log, c.reg, c.keys, false)
 	if err == nil {
-		p.bundles, p.gatewayID = c.identity.Bundles(), c.gatewayID
+		p.bundles, p.gatewayID, p.tickets = c.identity.Bundles(), c.gatewayID, c.tickets
 	}
 	if err != nil {
 		return nil, err
@@ -141,6 +156,7 @@ type policy struct {
 	authz     *authz.Engine
 	bundles   x509bundle.Source // Workload API / federated bundles for client certificates
 	gatewayID func() string     // the gateway's SPIFFE ID, for XFCC By=
+	tickets   *accel.Tickets    // session-ticket keys (nil when validating)
 }
 
 func compilePolicy(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer, keys *jwt.KeyCache, offline bool) (*policy, error) {
@@ -177,6 +193,11 @@ func (p *policy) configureTLS(l *configs.Listener, tc *tls.Config) error {
 		return err
 	}
 	s.Apply(tc)
+	if p.tickets != nil {
+		// After the client-certificate settings: Register chains its
+		// resumption counter onto VerifyConnection.
+		p.tickets.Register(tc)
+	}
 	return nil
 }
 

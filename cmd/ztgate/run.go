@@ -86,7 +86,6 @@ func newApp(path string, cfg *configs.Config, stdout io.Writer) (*app, error) {
 		Metrics:    a.gm,
 		Certs:      parts.certs,
 		Extensions: parts.extensions,
-		TLSHook:    parts.tlsHook,
 	})
 	if err != nil {
 		return nil, err
