@@ -36,10 +36,11 @@ type components struct {
 	identity  *svid.Source   // the gateway's SPIFFE SVID and trust bundles
 	accel     *accel.Engine  // private-key offload for every served certificate
 	tickets   *accel.Tickets // session-ticket keys shared by all listeners
+	out       *outbound      // DNS guard and egress proxy
 }
 
 func newComponents(cfg *configs.Config, log *slog.Logger, reg prometheus.Registerer) (*components, error) {
-	c := &components{log: log, reg: reg, first: cfg}
+	c := &components{log: log, reg: reg, first: cfg, out: &outbound{log: log, reg: reg}}
 	var err error
 	// The accel engine and ticket keys are per process: changing accel:
 	// takes a restart (docs/accel.md).
@@ -87,10 +88,11 @@ func (c *components) prepare(cfg *configs.Config) error {
 // apply publishes cfg to the components that run their own sockets.
 func (c *components) apply(cfg *configs.Config) error {
 	c.first = nil
-	return nil
+	return c.out.apply(cfg)
 }
 
 func (c *components) shutdown(ctx context.Context) {
+	c.out.shutdown(ctx)
 	c.upstreams.Close()
 	c.keys.Close()
 	c.identity.Close()
@@ -104,6 +106,8 @@ func (c *components) registerAdmin(a *gateway.Admin) {
 	a.AddReadyCheck("jwks", c.keys.Ready)
 	a.AddReadyCheck("identity", c.identity.Ready)
 	a.Handle("GET /identity", c.identity.AdminHandler())
+	a.Handle("GET /dns/", c.out.adminHandler("dns"))
+	a.Handle("GET /egress/", c.out.adminHandler("egress"))
 	a.Handle("GET /certificates", c.certs.StatusHandler())
 	a.Handle("GET /upstreams", c.upstreams.StatusHandler())
 }
