@@ -84,6 +84,9 @@ func main() {
 	defer r.stopAll() // stops exactly the processes it started, even on failure
 	if err := r.run(); err != nil {
 		r.stopAll()
+		if !*keep {
+			os.RemoveAll(dir)
+		}
 		log.Fatalf("zbench: %v", err)
 	}
 }
@@ -154,7 +157,11 @@ func (r *runner) scenario(sc scenario) error {
 		labels = append(labels, t.label())
 	}
 	log.Printf("scenario %s: %s, %d rounds of %s", sc.name, strings.Join(labels, ", "), r.o.rounds, r.o.duration)
-	for round := 1; round <= r.o.rounds; round++ {
+	rounds := r.o.rounds
+	if sc.kind == "reload" {
+		rounds = 1 // one target; its 20 reloads are the samples
+	}
+	for round := 1; round <= rounds; round++ {
 		for _, t := range targets {
 			if err := r.ctx.Err(); err != nil {
 				return err
@@ -198,20 +205,21 @@ func (r *runner) estimate() time.Duration {
 		if r.o.only != nil && !r.o.only[sc.name] {
 			continue
 		}
-		per := r.o.duration + time.Second
+		per := r.o.duration + time.Second/3
 		if !sc.noWarmup {
 			per += r.o.warmup
 		}
+		rounds := r.o.rounds
 		switch sc.kind {
 		case "memory":
-			per = 8 * time.Second
-		case "reload":
 			per = 15 * time.Second
+		case "reload":
+			per, rounds = time.Minute, 1
 		}
 		if sc.name == "egress-bulk" {
-			per = bulkDuration(r.o.duration) + time.Second
+			per = bulkDuration(r.o.duration) + time.Second/3
 		}
-		total += time.Duration(len(r.targetsFor(sc))*r.o.rounds) * per
+		total += time.Duration(len(r.targetsFor(sc))*rounds) * per
 	}
 	return total
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log"
 	"os"
 	"regexp"
 	"strconv"
@@ -38,12 +39,14 @@ func (r *runner) measureMemory(sc scenario, t *target, round int) (result, error
 		return result{}, err
 	}
 	defer r.stop(ic)
+	t0 := time.Now()
 	up, err := waitLine(ic, upRe, 3*time.Minute)
 	if err != nil {
 		return result{}, fmt.Errorf("idleconns: %w\nserver: %s", err, srv.output())
 	}
 	est, _ := strconv.ParseInt(up[1], 10, 64)
 	failed, _ := strconv.ParseInt(up[2], 10, 64)
+	upAt := time.Now()
 	time.Sleep(settle)
 	after, err := rssKiB(srv)
 	if err != nil {
@@ -54,6 +57,7 @@ func (r *runner) measureMemory(sc scenario, t *target, round int) (result, error
 		return result{}, fmt.Errorf("idleconns: %w\nserver: %s", err, srv.output())
 	}
 	alive, _ := strconv.ParseInt(done[2], 10, 64)
+	log.Printf("  %-22s %d connections up in %s, checked in %s", t.label(), est, upAt.Sub(t0).Round(time.Millisecond), time.Since(upAt).Round(time.Millisecond))
 	if est == 0 {
 		return result{}, fmt.Errorf("idleconns established no connection:\n%s\nserver: %s", ic.output(), srv.output())
 	}

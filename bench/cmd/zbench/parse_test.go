@@ -54,10 +54,13 @@ func TestParsers(t *testing.T) {
 
 func TestParsersRefuse(t *testing.T) {
 	for name, f := range map[string]func() error{
-		"wrk":           func() error { _, err := parseWrk("connection refused"); return err },
-		"h2load":        func() error { _, err := parseH2load("no protocol negotiated"); return err },
-		"dnsperf":       func() error { _, err := parseDnsperf("[Fatal] unable to open"); return err },
-		"hsload as h3":  func() error { _, err := parseKV("handshakes=1 failures=0 rate=1.0 p50_ms=1.00 p99_ms=1.00", "requests"); return err },
+		"wrk":     func() error { _, err := parseWrk("connection refused"); return err },
+		"h2load":  func() error { _, err := parseH2load("no protocol negotiated"); return err },
+		"dnsperf": func() error { _, err := parseDnsperf("[Fatal] unable to open"); return err },
+		"hsload as h3": func() error {
+			_, err := parseKV("handshakes=1 failures=0 rate=1.0 p50_ms=1.00 p99_ms=1.00", "requests")
+			return err
+		},
 		"curl 403":      func() error { _, err := parseCurl("0.000 0 403\n"); return err },
 		"curl no -w":    func() error { _, err := parseCurl("curl: (7) Failed to connect"); return err },
 		"reload no log": func() error { return matchErr(reloadDur.FindStringSubmatch(`{"msg":"config reload refused"}`)) },
