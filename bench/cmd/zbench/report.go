@@ -140,7 +140,7 @@ func writeReport(r *runner, took time.Duration) error {
 		"(bench/cmd/dnsstub, 127.0.0.1:27310) run on CPU 0. `server µs/op` is the server's own CPU time (utime+stime from /proc) divided by the operations " +
 		"completed: the most portable number on a shared 2-core machine, where the client core is often the limit. Session resumption is off everywhere " +
 		"for the handshake scenarios. Ratios compare medians from this same run; differences under about 10 % are noise on this machine. " +
-		"Plots are in `plots/`, raw numbers in `results.csv`, ztgate's CPU profiles in `profiles/` (taken during the last round's ztgate run; sampling costs about 1 %).\n\n")
+		"Plots are in `plots/`, raw numbers in `results.csv`, ztgate's CPU profiles in `profiles/` (taken during the last round's ztgate run, sampling costs about 1 %; not committed: open them with `go tool pprof bin/ztgate FILE` after a run).\n\n")
 	b.WriteString("| peer | version |\n|---|---|\n")
 	used := map[string]bool{}
 	for _, res := range results {
