@@ -19,8 +19,11 @@ import (
 // size counters, never on timing.
 func TestRandomSubdomainFlood(t *testing.T) {
 	t.Parallel()
+	queries := 1_000_000
+	if raceEnabled {
+		queries = 200_000
+	}
 	const (
-		queries    = 1_000_000
 		cacheMax   = 20_000
 		trackMax   = 10_000
 		resolveMax = 10_000

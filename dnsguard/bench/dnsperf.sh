@@ -10,6 +10,9 @@
 #
 # Needs dnsperf, dnsmasq, taskset (make deps) and CoreDNS:
 #   go install github.com/coredns/coredns@latest
+# Servers run pinned under taskset (which execs them, so $! is the server)
+# and are stopped by PID after each run and by the EXIT trap; dnsperf runs
+# under timeout(1).
 # Server µs/query is the server's CPU time (utime+stime from /proc) divided
 # by the queries it completed, so it stays meaningful on a busy machine.
 set -euo pipefail
@@ -22,14 +25,14 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
 
-go build -o "$W/dnsguard" ./dnsguard/internal/benchserver
+if [ -n "${DNSGUARD_BIN:-}" ]; then cp "$DNSGUARD_BIN" "$W/dnsguard"; else go build -o "$W/dnsguard" ./dnsguard/internal/benchserver; fi
 STUB=$BASE; P_COREDNS=$((BASE+1)); P_DNSMASQ=$((BASE+2)); P_ON=$((BASE+3)); P_OFF=$((BASE+4))
 
 # Stub upstream (CPU 0): 500 names under bench., anything under miss.
 for i in $(seq 0 499); do echo "192.0.2.$((i % 250 + 1)) host$i.bench"; done > "$W/hosts"
 for i in $(seq 0 499); do echo "host$i.bench A"; done > "$W/hit.txt"
 awk 'BEGIN { for (i = 0; i < 1000000; i++) printf "x%d.d%d.miss A\n", i, i % 100000 }' > "$W/miss.txt"
-taskset -c 0 timeout 3600 dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
+taskset -c 0 dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
   --listen-address=127.0.0.1 --port=$STUB --pid-file= --addn-hosts="$W/hosts" --address=/miss/192.0.2.200 \
   --local-ttl=3600 --cache-size=0 --dns-forward-max=10000 2>"$W/stub.log" &
 PIDS+=($!)
@@ -57,12 +60,12 @@ dnsguard_cfg $P_OFF off > "$W/off.yaml"
 
 start_peer() { # name → sets PEER_PID, PEER_PORT
   case $1 in
-    coredns) taskset -c 1 timeout 600 "$COREDNS" -conf "$W/Corefile" -quiet >"$W/coredns.log" 2>&1 & PEER_PORT=$P_COREDNS ;;
-    dnsmasq) taskset -c 1 timeout 600 dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
+    coredns) taskset -c 1 "$COREDNS" -conf "$W/Corefile" -quiet >"$W/coredns.log" 2>&1 & PEER_PORT=$P_COREDNS ;;
+    dnsmasq) taskset -c 1 dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --bind-interfaces \
                --listen-address=127.0.0.1 --port=$P_DNSMASQ --pid-file= --server=127.0.0.1#$STUB --cache-size=100000 \
                --dns-forward-max=10000 2>"$W/dnsmasq.log" & PEER_PORT=$P_DNSMASQ ;;
-    dnsguard-on) taskset -c 1 timeout 600 "$W/dnsguard" -config "$W/on.yaml" >"$W/on.log" 2>&1 & PEER_PORT=$P_ON ;;
-    dnsguard-off) taskset -c 1 timeout 600 "$W/dnsguard" -config "$W/off.yaml" >"$W/off.log" 2>&1 & PEER_PORT=$P_OFF ;;
+    dnsguard-on) taskset -c 1 "$W/dnsguard" -config "$W/on.yaml" >"$W/on.log" 2>&1 & PEER_PORT=$P_ON ;;
+    dnsguard-off) taskset -c 1 "$W/dnsguard" -config "$W/off.yaml" >"$W/off.log" 2>&1 & PEER_PORT=$P_OFF ;;
   esac
   PEER_PID=$!
   PIDS+=($PEER_PID)
@@ -70,17 +73,15 @@ start_peer() { # name → sets PEER_PID, PEER_PORT
   echo "$1 did not start" >&2; return 1
 }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-# The peer's real process under timeout(1) is its child.
-server_pid() { pgrep -P "$1" | head -1; }
 
-PEERS="dnsmasq dnsguard-on dnsguard-off"
-if [ -x "$COREDNS" ]; then PEERS="coredns $PEERS"; else echo "no CoreDNS at $COREDNS: skipped" >&2; fi
+PEERS=${PEERS:-"dnsmasq dnsguard-on dnsguard-off"}
+if [ -x "$COREDNS" ]; then case " $PEERS " in *" coredns "*) ;; *) PEERS="coredns $PEERS" ;; esac; else PEERS=${PEERS/coredns/}; echo "no CoreDNS at $COREDNS: skipped" >&2; fi
 printf "%-8s %-13s %4s %10s %10s %12s\n" scenario peer rep qps lost "server_us/q"
-for scenario in hit miss; do
+for scenario in ${SCENARIOS:-hit miss}; do
   for peer in $PEERS; do
     for rep in $(seq "$REPS"); do
       start_peer $peer
-      SP=$(server_pid $PEER_PID)
+      SP=$PEER_PID # taskset execs the server: same PID
       if [ $scenario = hit ]; then
         taskset -c 0 dnsperf -s 127.0.0.1 -p $PEER_PORT -d "$W/hit.txt" -n 1 >/dev/null 2>&1 # warm the cache
         FILE=$W/hit.txt

@@ -1,0 +1,5 @@
+//go:build !race
+
+package dnsguard
+
+const raceEnabled = false
