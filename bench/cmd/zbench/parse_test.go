@@ -100,3 +100,32 @@ func TestSummarize(t *testing.T) {
 		}
 	}
 }
+
+// A CPU profile of ztgate under the jwt-h1 "chain" load (1 s, captured
+// by zbench) is summarised by area, notable parts and top functions.
+func TestSummarizeProfile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go tool pprof")
+	}
+	s, err := summarizeProfile("", filepath.Join("testdata", "chain.pprof"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.total <= 0 || len(s.top) == 0 || len(s.areas) == 0 {
+		t.Fatalf("empty summary: %+v", s)
+	}
+	var sum float64
+	for _, a := range s.areas {
+		sum += a.pct
+	}
+	if sum < 99.9 || sum > 100.1 {
+		t.Errorf("areas add up to %.1f %%, want 100", sum)
+	}
+	found := false
+	for _, p := range s.parts {
+		found = found || p.name == "Rego (OPA)"
+	}
+	if !found {
+		t.Errorf("the chain profile shows no Rego (OPA) part: %+v", s.parts)
+	}
+}

@@ -100,6 +100,7 @@ type profileSummary struct {
 	file    string
 	total   float64 // seconds sampled
 	areas   []share
+	parts   []share // inclusive (cum) share of notable parts
 	top     []share
 	topText string
 }
@@ -109,15 +110,42 @@ type share struct {
 	pct  float64
 }
 
-var pprofLine = regexp.MustCompile(`^\s*([\d.]+)(ns|us|µs|ms|s|min|h)\s+([\d.]+)%\s+[\d.]+%\s+[\d.]+(?:ns|us|µs|ms|s|min|h)\s+[\d.]+%\s+(.+)$`)
+var pprofLine = regexp.MustCompile(`^\s*([\d.]+)(ns|us|µs|ms|s|min|h)\s+([\d.]+)%\s+[\d.]+%\s+[\d.]+(?:ns|us|µs|ms|s|min|h)\s+([\d.]+)%\s+(.+)$`)
+
+// notable are parts of ztgate's work whose inclusive time (the largest
+// cum% of a function with this prefix, i.e. the part's entry point) the
+// report shows.
+var notable = []struct{ name, prefix string }{
+	{"TLS handshakes", "crypto/tls.(*Conn).serverHandshake"},
+	{"TLS record reads", "crypto/tls.(*Conn).Read"},
+	{"TLS record writes", "crypto/tls.(*Conn).Write"},
+	{"HTTP/2 server", "net/http.(*http2serverConn)"},
+	{"HTTP/2 server (x/net)", "golang.org/x/net/http2.(*serverConn)"},
+	{"QUIC and HTTP/3", "github.com/quic-go/"},
+	{"gateway pipeline", "github.com/ztgate/ztgate/gateway."},
+	{"upstream proxy", "github.com/ztgate/ztgate/gateway/upstream"},
+	{"authn (JWT)", "github.com/ztgate/ztgate/authn"},
+	{"authz", "github.com/ztgate/ztgate/authz"},
+	{"Rego (OPA)", "github.com/open-policy-agent/"},
+	{"egress", "github.com/ztgate/ztgate/egress"},
+	{"dnsguard", "github.com/ztgate/ztgate/dnsguard"},
+	{"logging (slog)", "log/slog"},
+	{"metrics (prometheus)", "github.com/prometheus/"},
+	{"background GC", "runtime.gcBgMarkWorker"},
+}
 
 func summarizeProfile(bin, file string) (profileSummary, error) {
 	s := profileSummary{file: file}
-	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodefraction=0", "-nodecount=100000", bin, file).CombinedOutput()
+	args := []string{"tool", "pprof", "-top", "-nodefraction=0", "-nodecount=100000"}
+	if bin != "" {
+		args = append(args, bin) // Go profiles carry their symbols; the binary only adds source lines
+	}
+	out, err := exec.Command("go", append(args, file)...).CombinedOutput()
 	if err != nil {
 		return s, fmt.Errorf("go tool pprof -top: %v\n%s", err, out)
 	}
 	areas := map[string]float64{}
+	cum := map[string]float64{}
 	var lines []string
 	for _, l := range strings.Split(string(out), "\n") {
 		m := pprofLine.FindStringSubmatch(l)
@@ -127,10 +155,17 @@ func summarizeProfile(bin, file string) (profileSummary, error) {
 		v, _ := strconv.ParseFloat(m[1], 64)
 		v = seconds(v, m[2])
 		s.total += v
-		areas[area(m[4])] += v
+		fn := m[5]
+		areas[area(fn)] += v
+		c, _ := strconv.ParseFloat(m[4], 64)
+		for _, n := range notable {
+			if strings.HasPrefix(fn, n.prefix) {
+				cum[n.name] = max(cum[n.name], c)
+			}
+		}
 		if len(s.top) < 12 {
 			pct, _ := strconv.ParseFloat(m[3], 64)
-			s.top = append(s.top, share{m[4], pct})
+			s.top = append(s.top, share{fn, pct})
 			lines = append(lines, strings.TrimRight(l, " "))
 		}
 	}
@@ -141,6 +176,11 @@ func summarizeProfile(bin, file string) (profileSummary, error) {
 		s.areas = append(s.areas, share{k, 100 * v / s.total})
 	}
 	sort.Slice(s.areas, func(i, j int) bool { return s.areas[i].pct > s.areas[j].pct })
+	for _, n := range notable {
+		if c := cum[n.name]; c >= 1 {
+			s.parts = append(s.parts, share{n.name, c})
+		}
+	}
 	s.topText = strings.Join(lines, "\n")
 	return s, nil
 }
@@ -182,12 +222,18 @@ func area(fn string) string {
 		"runtime.(*mspan)", "runtime.(*mheap)", "runtime.(*mcache)", "runtime.(*mcentral)", "runtime.(*gcWork)", "runtime.heapBits",
 		"runtime.sweep", "runtime.bgsweep", "runtime.wbBuf", "runtime.bulkBarrier", "runtime.typePointers", "runtime.(*gcControllerState)",
 		"runtime.nextFreeFast", "runtime.memclrNoHeapPointers", "runtime.newobject", "runtime.makeslice", "runtime.growslice",
-		"runtime.(*sweepLocked)", "runtime.spanOf", "runtime.publicationBarrier", "runtime.(*spanSet)", "runtime.(*unwinder)", "runtime.tryDeferToSpanScan"):
+		"runtime.(*sweepLocked)", "runtime.spanOf", "runtime.publicationBarrier", "runtime.(*spanSet)", "runtime.tryDeferToSpanScan",
+		"runtime.convT", "runtime.arenaIndex", "runtime.getGCMask", "runtime.makeSpanClass", "runtime.deductAssistCredit", "runtime.memclr",
+		"gcWriteBarrier", "runtime.gcWriteBarrier", "internal/runtime/gc"):
 		return "allocation and garbage collection"
+	case has("runtime.findfunc", "runtime.funcspdelta", "runtime.step", "runtime.copystack", "runtime.callers", "runtime.(*unwinder)",
+		"runtime.pcvalue", "runtime.morestack", "runtime.newstack", "runtime.adjustframe", "runtime.funcInfo", "runtime.readvarint", "runtime.Callers"):
+		return "stack growth and tracebacks"
 	case has("runtime.schedule", "runtime.findRunnable", "runtime.futex", "runtime.park", "runtime.mcall", "runtime.gopark",
 		"runtime.ready", "runtime.stealWork", "runtime.usleep", "runtime.notesleep", "runtime.notewakeup", "runtime.lock", "runtime.unlock",
 		"runtime.runqgrab", "runtime.execute", "runtime.goready", "runtime.casgstatus", "runtime.wakep", "runtime.(*timers)", "runtime.checkTimers",
-		"runtime.nanotime", "runtime.selectgo", "runtime.chan", "runtime.send", "runtime.recv", "runtime.goexit", "runtime.newproc", "runtime.gogo"):
+		"runtime.nanotime", "runtime.selectgo", "runtime.chan", "runtime.send", "runtime.recv", "runtime.goexit", "runtime.newproc", "runtime.gogo",
+		"runtime.(*waitq)", "runtime.mPark", "runtime.stopm", "runtime.startm", "runtime.resetspinning", "runtime.runqget", "runtime.globrunq"):
 		return "goroutine scheduling, timers, channels"
 	case has("net/http", "golang.org/x/net/http2", "vendor/golang.org/x/net/http", "github.com/quic-go", "net/textproto", "bufio.", "mime"):
 		return "HTTP/1, HTTP/2, HTTP/3 framing and headers"

@@ -219,7 +219,15 @@ func writeReport(r *runner, took time.Duration) error {
 					parts = append(parts, fmt.Sprintf("%s %.0f %%", a.name, a.pct))
 				}
 			}
-			b.WriteString(strings.Join(parts, "; ") + ".\n\n```\n      flat  flat%   sum%        cum   cum%\n" + p.topText + "\n```\n")
+			b.WriteString(strings.Join(parts, "; ") + ".")
+			if len(p.parts) > 0 {
+				parts = parts[:0]
+				for _, a := range p.parts {
+					parts = append(parts, fmt.Sprintf("%s %.0f %%", a.name, a.pct))
+				}
+				b.WriteString(" Inclusive time of notable parts (cum): " + strings.Join(parts, "; ") + ".")
+			}
+			b.WriteString("\n\n```\n      flat  flat%   sum%        cum   cum%\n" + p.topText + "\n```\n")
 		}
 	}
 	b.WriteString("\n## Reading the tables\n\n" +
