@@ -42,7 +42,7 @@ bench-tools:
 	for t in $(BENCH_TOOLS); do $(GO) build -o bin/$$t ./bench/cmd/$$t || exit 1; done
 
 bench: deps build bench-tools
-	./bin/zbench -cmd "make bench" -rounds 3 -d 10s -warmup 1s
+	./bin/zbench -cmd "make bench" -rounds 3 -d 8s -warmup 1s
 
 ## bench-quick: a 2-minute subset (one round of 2 s runs; no memory or reload) into bench/results/quick.
 bench-quick: deps build bench-tools

@@ -40,6 +40,7 @@ type options struct {
 	idle     string
 	dnsstub  string
 	cmd      string
+	plan     bool
 }
 
 func main() {
@@ -58,9 +59,11 @@ func main() {
 	flag.StringVar(&o.idle, "idleconns", "bin/idleconns", "idleconns binary (bench/cmd/idleconns)")
 	flag.StringVar(&o.dnsstub, "dnsstub", "bin/dnsstub", "dnsstub binary (bench/cmd/dnsstub)")
 	flag.StringVar(&o.cmd, "cmd", "go run ./bench/cmd/zbench", "how this run was started, for the report (the Makefile says `make bench`)")
+	plan := flag.Bool("plan", false, "print the planned targets and duration, run nothing")
 	keep := flag.Bool("keep", false, "keep the work directory (configs, logs) for debugging")
 	flag.Parse()
 	o.only, o.peers = set(only), set(peers)
+	o.plan = *plan
 	if o.smoke {
 		o.rounds, o.duration, o.warmup = 1, time.Second, 0
 	}
@@ -120,6 +123,19 @@ func (r *runner) run() error {
 	}
 	r.env = env
 	r.missing = map[string]string{}
+	if r.o.plan {
+		for _, sc := range scenarios() {
+			if r.o.only == nil || r.o.only[sc.name] {
+				var l []string
+				for _, t := range r.targetsFor(sc) {
+					l = append(l, t.label())
+				}
+				fmt.Printf("%-16s %s\n", sc.name, strings.Join(l, ", "))
+			}
+		}
+		fmt.Printf("about %s\n", r.estimate().Round(time.Second))
+		return nil
+	}
 	log.Printf("zbench: about %s planned (%d rounds of %s + %s warm-up per target); work directory %s",
 		r.estimate().Round(time.Minute), r.o.rounds, r.o.duration, r.o.warmup, r.o.work)
 	began := time.Now()
