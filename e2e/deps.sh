@@ -37,3 +37,5 @@ GOBIN=$(go env GOPATH)/bin
 [ -x "$GOBIN/caddy" ] || GOFLAGS= go install github.com/caddyserver/caddy/v2/cmd/caddy@latest
 [ -x "$GOBIN/coredns" ] || GOFLAGS= go install github.com/coredns/coredns@latest
 echo "deps: ok"
+# dnsguard's real-tunnel tests serve their payload with python3 -m http.server.
+command -v python3 >/dev/null 2>&1 || { SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3 >/dev/null; }
