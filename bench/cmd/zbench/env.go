@@ -47,6 +47,8 @@ type env struct {
 	peers    []*peer
 	versions map[string]string
 	origin   *proc
+	upstream *proc
+	stub     *proc
 	jwt      jwtMaterial
 	allow    []string // the egress allowlist (1,001 names)
 	allowLst string   // the allowlist, one name a line (haproxy -f)
@@ -112,7 +114,8 @@ func (e *env) startStub(r *runner) error {
 	if _, err := os.Stat(r.o.dnsstub); err != nil {
 		return fmt.Errorf("-dnsstub %s: %w (go build -o bin/dnsstub ./bench/cmd/dnsstub)", r.o.dnsstub, err)
 	}
-	_, err := r.spawn("dnsstub", "0", nil, abs(r.o.dnsstub), "-addr", fmt.Sprintf("127.0.0.1:%d", stubPort),
+	var err error
+	e.stub, err = r.spawn("dnsstub", "0", nil, abs(r.o.dnsstub), "-addr", fmt.Sprintf("127.0.0.1:%d", stubPort),
 		"-names", filepath.Join(e.dir, "zone.txt"))
 	if err != nil {
 		return err
@@ -266,11 +269,10 @@ http {
 	if err != nil {
 		return err
 	}
-	p, err := r.spawn("upstream", "0", nil, nginx, "-p", e.dir, "-c", conf)
+	e.upstream, err = r.spawn("upstream", "0", nil, nginx, "-p", e.dir, "-c", conf)
 	if err != nil {
 		return err
 	}
-	_ = p
 	return waitPort(r.ctx, upstreamPort, 10*time.Second)
 }
 
@@ -370,13 +372,26 @@ func (p *proc) cpu() (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%s exited: %s", p.name, p.output())
 	}
+	return statCPU(b), nil
+}
+
+// selfCPU is zbench's own CPU time (its checks and profile fetches).
+func selfCPU() time.Duration {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	return statCPU(b)
+}
+
+func statCPU(b []byte) time.Duration {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	f := strings.Fields(s[i+2:])
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	const hz = 100 // USER_HZ on Linux
-	return time.Duration(ut+st) * time.Second / hz, nil
+	return time.Duration(ut+st) * time.Second / hz
 }
 
 func waitPort(ctx context.Context, port int, max time.Duration) error {

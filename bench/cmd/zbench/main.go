@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -106,12 +107,15 @@ func set(s string) map[string]bool {
 }
 
 type runner struct {
-	o       options
-	ctx     context.Context
-	procs   []*proc
-	results []result
-	env     *env
-	missing map[string]string // target label → why it is not available in this build
+	o     options
+	ctx   context.Context
+	procs []*proc
+	// clientCPU adds up the CPU time of every load generator run.
+	clientCPU time.Duration
+	retries   int
+	results   []result
+	env       *env
+	missing   map[string]string // target label → why it is not available in this build
 	// profiles are the CPU profiles of ztgate, by scenario/target.
 	profiles map[string]profileSummary
 }
@@ -194,6 +198,14 @@ func (r *runner) scenario(sc scenario) error {
 				measure = r.measureReload
 			}
 			res, err := measure(sc, t, round)
+			// As in peer-baselines: a run during which other processes
+			// used more than 15 % of a core is done again, once, while
+			// the retry budget lasts (it keeps make bench within time).
+			if err == nil && !r.o.smoke && res.foreignPct > maxForeign && r.retries < maxRetries {
+				r.retries++
+				log.Printf("  %-22s round %d: foreign CPU %.0f %% of a core, measuring again (retry %d of %d)", t.label(), round, res.foreignPct, r.retries, maxRetries)
+				res, err = measure(sc, t, round)
+			}
 			var na *notAvailable
 			if errors.As(err, &na) {
 				log.Printf("  %-22s not available in this build: %s", t.label(), na.why)
@@ -211,6 +223,45 @@ func (r *runner) scenario(sc scenario) error {
 		}
 	}
 	return nil
+}
+
+// maxForeign is the CPU (% of one core) that processes zbench did not
+// start may use during a run before the run is repeated.
+const maxForeign = 15
+
+// maxRetries bounds the runs done again in one zbench run.
+const maxRetries = 6
+
+// machineBusy is the CPU time all processes used so far (/proc/stat: all
+// but idle and iowait).
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i != 3 && i != 4 && i < 8 { // idle, iowait; guest time is already in user
+			busy += n
+		}
+	}
+	return time.Duration(busy) * time.Second / 100
+}
+
+// helpersCPU is the CPU time of the upstream, origin and DNS stub, except
+// the one measured as the server.
+func (r *runner) helpersCPU(server *proc) time.Duration {
+	var d time.Duration
+	for _, p := range []*proc{r.env.upstream, r.env.origin, r.env.stub} {
+		if p != nil && p != server {
+			c, _ := p.cpu()
+			d += c
+		}
+	}
+	return d
 }
 
 // estimate is the planned wall time: every target's runs plus about a
@@ -296,6 +347,7 @@ func (r *runner) measure(sc scenario, t *target, round int) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
+	busy0, helpers0, client0, self0 := machineBusy(), r.helpersCPU(srv), r.clientCPU, selfCPU()
 	start := time.Now()
 	lr, err := sc.load(r, t, r.o.duration)
 	if err != nil {
@@ -306,10 +358,12 @@ func (r *runner) measure(sc scenario, t *target, round int) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
+	foreign := machineBusy() - busy0 - (r.helpersCPU(srv) - helpers0) - (r.clientCPU - client0) - (selfCPU() - self0) - (cpu1 - cpu0)
 	if err := prof.wait(); err != nil {
 		log.Printf("  profile of %s/%s: %v", sc.name, t.label(), err)
 	}
 	res := result{rate: lr.rate, ops: lr.ops, p50: lr.p50, p99: lr.p99, errors: lr.errors}
+	res.foreignPct = 100 * foreign.Seconds() / wall.Seconds()
 	used := (cpu1 - cpu0).Seconds()
 	res.cpuPct = 100 * used / wall.Seconds()
 	if lr.ops > 0 {

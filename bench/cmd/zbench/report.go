@@ -21,6 +21,7 @@ type result struct {
 	rate                          float64
 	p50, p99                      float64
 	cpuPct, usPerOp               float64
+	foreignPct                    float64   // CPU of processes zbench did not start, % of one core
 	rssBefore, rssAfter           int64     // memory: KiB
 	samples, seen                 []float64 // reload: duration_ms from the log, ms seen from outside
 	reqs                          int64     // reload: requests served during the reloads
@@ -42,8 +43,8 @@ func (r result) summary() string {
 		return fmt.Sprintf("%d reloads, duration_ms median %.0f max %.0f, seen %.0f ms, %d requests, %d failed",
 			r.ops, median(r.samples), summarize(r.samples).max, r.rate, r.reqs, r.errors)
 	}
-	return fmt.Sprintf("%.0f %s/s, server CPU %.0f%%, %.1f µs/%s, p50 %.2f ms, p99 %.2f ms, errors %d",
-		r.rate, r.unit, r.cpuPct, r.usPerOp, r.unit, r.p50, r.p99, r.errors)
+	return fmt.Sprintf("%.0f %s/s, server CPU %.0f%%, %.1f µs/%s, p50 %.2f ms, p99 %.2f ms, errors %d, foreign CPU %.0f%%",
+		r.rate, r.unit, r.cpuPct, r.usPerOp, r.unit, r.p50, r.p99, r.errors, r.foreignPct)
 }
 
 type stats struct{ med, min, max float64 }
@@ -234,7 +235,9 @@ func writeReport(r *runner, took time.Duration) error {
 		"`rate ratio` = ztgate's median rate / the peer's (above 1: ztgate served more). " +
 		"`CPU-efficiency ratio` = the peer's server µs/op / ztgate's (above 1: ztgate spent less CPU per operation). " +
 		"When the server CPU is well below 100 %, the client core limited the rate, and the µs/op column is the one to compare. " +
-		"h2load and dnsperf report a mean latency, shown in the p50 column. `cannot` rows are peers with no way to do the same work; " +
+		"h2load and dnsperf report a mean latency, shown in the p50 column. `foreign CPU %` is the highest, over the rounds, of the CPU that processes zbench did not start " +
+		"used during the run (all busy time in /proc/stat minus the server, the load generator and the helpers), in % of one core; a run above 15 % is measured again, twice at most, " +
+		"and small negative values are tick-accounting noise. `cannot` rows are peers with no way to do the same work; " +
 		"`not available in this build` rows are ztgate features the binary refused (`ztgate validate`) or did not act on (a check failed).\n")
 	return os.WriteFile(filepath.Join(dir, "REPORT.md"), []byte(b.String()), 0o644)
 }
@@ -318,12 +321,12 @@ func sortRows(rows []row) {
 }
 
 func rateTable(b *strings.Builder, sc scenario, rows []row, versions map[string]string) {
-	fmt.Fprintf(b, "| target | median %s/s | min | max | server CPU %% | server µs/%s | p50 ms | p99 ms | errors | rate ratio | CPU-efficiency ratio |\n", sc.unit, sc.unit)
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(b, "| target | median %s/s | min | max | server CPU %% | server µs/%s | p50 ms | p99 ms | errors | foreign CPU %% | rate ratio | CPU-efficiency ratio |\n", sc.unit, sc.unit)
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	sortRows(rows)
 	for _, w := range rows {
 		if w.note != "" {
-			fmt.Fprintf(b, "| %s | %s | | | | | | | | | |\n", w.label, w.note)
+			fmt.Fprintf(b, "| %s | %s | | | | | | | | | | |\n", w.label, w.note)
 			continue
 		}
 		// Rows repeated from the baseline scenario compare with ztgate's
@@ -348,8 +351,8 @@ func rateTable(b *strings.Builder, sc scenario, rows []row, versions map[string]
 		if w.peer == "ztgate" && w.variant == sc.ref && sc.ref != "" && sc.baseline != "" {
 			label += " (ratios from this row)"
 		}
-		fmt.Fprintf(b, "| %s | %.0f | %.0f | %.0f | %.0f | %.1f | %.2f | %s | %d | %s | %s |\n",
-			label, rt.med, rt.min, rt.max, cpu.med, us.med, p50.med, p99s, w.errors(), ratio, eff)
+		fmt.Fprintf(b, "| %s | %.0f | %.0f | %.0f | %.0f | %.1f | %.2f | %s | %d | %.0f | %s | %s |\n",
+			label, rt.med, rt.min, rt.max, cpu.med, us.med, p50.med, p99s, w.errors(), w.stat(func(r result) float64 { return r.foreignPct }).max, ratio, eff)
 	}
 }
 
@@ -431,7 +434,7 @@ func writeCSV(path string, results []result, versions map[string]string) error {
 	defer f.Close()
 	w := csv.NewWriter(f)
 	w.Write([]string{"scenario", "peer", "variant", "version", "round", "ops", "rate_per_s", "server_cpu_pct", "server_us_per_op",
-		"p50_ms", "p99_ms", "errors", "rss_before_kib", "rss_after_kib", "reload_ms", "note"})
+		"p50_ms", "p99_ms", "errors", "foreign_cpu_pct", "rss_before_kib", "rss_after_kib", "reload_ms", "note"})
 	for _, r := range results {
 		var ms []string
 		for _, v := range r.samples {
@@ -439,7 +442,7 @@ func writeCSV(path string, results []result, versions map[string]string) error {
 		}
 		w.Write([]string{r.scenario, r.peer, r.variant, versions[r.peer], strconv.Itoa(r.round), strconv.FormatInt(r.ops, 10),
 			fmt.Sprintf("%.1f", r.rate), fmt.Sprintf("%.1f", r.cpuPct), fmt.Sprintf("%.2f", r.usPerOp),
-			fmt.Sprintf("%.3f", r.p50), fmt.Sprintf("%.3f", r.p99), strconv.FormatInt(r.errors, 10),
+			fmt.Sprintf("%.3f", r.p50), fmt.Sprintf("%.3f", r.p99), strconv.FormatInt(r.errors, 10), fmt.Sprintf("%.1f", r.foreignPct),
 			strconv.FormatInt(r.rssBefore, 10), strconv.FormatInt(r.rssAfter, 10), strings.Join(ms, ";"), r.note})
 	}
 	w.Flush()

@@ -122,6 +122,9 @@ func (r *runner) clientOK(ok []int, argv ...string) (string, error) {
 	args := append([]string{"-c", "0"}, argv...)
 	cmd := exec.CommandContext(r.ctx, "taskset", args...)
 	out, err := cmd.CombinedOutput()
+	if ps := cmd.ProcessState; ps != nil {
+		r.clientCPU += ps.UserTime() + ps.SystemTime()
+	}
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
