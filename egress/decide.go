@@ -145,7 +145,7 @@ func (rt *snapshot) decide(s source, t target) decision {
 		if !ok {
 			continue
 		}
-		if exact || !rt.resolvers[t.name] {
+		if exact || !rt.publicResolver(t.name) {
 			return decision{allow: true, rule: r, reason: ReasonAllowed}
 		}
 		if wildcard == nil {
@@ -156,6 +156,24 @@ func (rt *snapshot) decide(s source, t target) decision {
 		return decision{rule: wildcard, reason: ReasonPublicResolver}
 	}
 	return decision{reason: ReasonNotAllowlisted}
+}
+
+// publicResolver reports whether name is on the DoH/DoT list, or below
+// a listed name (NextDNS and others serve per-account subdomains).
+func (rt *snapshot) publicResolver(name string) bool {
+	if len(rt.resolvers) == 0 || name == "" {
+		return false
+	}
+	for {
+		if rt.resolvers[name] {
+			return true
+		}
+		i := strings.IndexByte(name, '.')
+		if i < 0 {
+			return false
+		}
+		name = name[i+1:]
+	}
 }
 
 // normalizeName is configs.NormalizeEgressName with a fast path for the

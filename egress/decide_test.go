@@ -64,6 +64,7 @@ egress:
 		{"* allows", batch, tlsT("example.net", 8443), true, "batch-any", ReasonAllowed},
 		{"IPv6 group", batch6, tlsT("example.net", 443), true, "batch-any", ReasonAllowed},
 		{"DoH behind *", batch, tlsT("cloudflare-dns.com", 443), false, "batch-any", ReasonPublicResolver},
+		{"DoH per-account subdomain behind *", batch, tlsT("abc123.dns.nextdns.io", 443), false, "batch-any", ReasonPublicResolver},
 		{"DoH named exactly", web, tlsT("dns.google", 443), true, "google-dns", ReasonAllowed},
 		{"DoH in except", batch, tlsT("dns.quad9.net", 443), true, "batch-any", ReasonAllowed},
 		{"SPIFFE prefix", prod, tlsT("api.stripe.com", 443), true, "spiffe", ReasonAllowed},
