@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -131,12 +132,39 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Egress config applications by result (success, failure).",
 		}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.active, m.bytes, m.duration, m.reloads} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	// A Proxy created again on the same registry (egress turned off and
+	// on by reloads) reuses the collectors registered the first time.
+	var err error
+	m.decisions, err = register(reg, m.decisions)
+	if err == nil {
+		m.active, err = register(reg, m.active)
+	}
+	if err == nil {
+		m.bytes, err = register(reg, m.bytes)
+	}
+	if err == nil {
+		m.duration, err = register(reg, m.duration)
+	}
+	if err == nil {
+		m.reloads, err = register(reg, m.reloads)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return m, nil
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if old, ok := are.ExistingCollector.(C); ok {
+				return old, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
 }
 
 // logDecision writes the decision record and counts it.

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ztgate/ztgate/configs"
 )
 
@@ -212,4 +214,16 @@ egress:
 		}
 		e.rec.wait(t, MsgDecision, map[string]string{FieldReason: "client_tls_failed"})
 	})
+}
+
+// TestNewTwiceOnOneRegistry: egress turned off and on again by reloads
+// creates a second Proxy on the process's registry.
+func TestNewTwiceOnOneRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := reloadConfig(t, "127.0.0.1:53", 443, "a.test", "")
+	for i := 0; i < 2; i++ {
+		if _, err := New(cfg, Deps{Metrics: reg}); err != nil {
+			t.Fatalf("New #%d: %v", i+1, err)
+		}
+	}
 }
