@@ -23,7 +23,7 @@ deps:
 
 ## test: install what the tests need, then vet and run every test with -race.
 test: deps vet
-	ZTGATE_REQUIRE_TOOLS=1 $(GO) test -race -timeout 25m -count=1 $(PKGS)
+	TESTENV_REQUIRE_TOOLS=1 $(GO) test -race -timeout 25m -count=1 $(PKGS)
 
 ## test-short: the unit tests only, no external tools.
 test-short:

@@ -11,7 +11,7 @@ import (
 
 // RequireEnv is set by `make test`: a missing tool then fails the test
 // instead of skipping it, so CI can never pass by skipping.
-const RequireEnv = "ZTGATE_REQUIRE_TOOLS"
+const RequireEnv = "TESTENV_REQUIRE_TOOLS"
 
 // Tool returns the path of an external program. When it is missing the
 // test is skipped with the reason, or fails under `make test`.
@@ -55,10 +55,10 @@ func RepoRoot(t testing.TB) string {
 }
 
 // Shared returns the path of a file under ../shared (beside the checkout),
-// or $ZTGATE_SHARED when set. The data is read in place, never copied.
+// or $TESTENV_SHARED when set. The data is read in place, never copied.
 func Shared(t testing.TB, rel string) string {
 	t.Helper()
-	base := os.Getenv("ZTGATE_SHARED")
+	base := os.Getenv("TESTENV_SHARED")
 	if base == "" {
 		base = filepath.Join(RepoRoot(t), "..", "shared")
 	}
