@@ -67,3 +67,10 @@ func (n *netResolver) Resolve(ctx context.Context, _ netip.Addr, name string) ([
 	}
 	return addrs, err
 }
+
+// NetResolver returns the Resolver egress uses without a DNS guard: a
+// net.Resolver aimed at address (empty: the system configuration), each
+// resolution bounded by timeout.
+func NetResolver(address string, timeout time.Duration) Resolver {
+	return newNetResolver(address, timeout)
+}

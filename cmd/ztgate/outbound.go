@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -25,9 +24,10 @@ type outbound struct {
 	log *slog.Logger
 	reg prometheus.Registerer
 
-	mu     sync.RWMutex
-	dns    *dnsguard.Server
-	egress *egress.Proxy
+	mu       sync.RWMutex
+	dns      *dnsguard.Server
+	egress   *egress.Proxy
+	fallback egress.Resolver // egress.resolver, when no DNS guard runs
 }
 
 var (
@@ -40,6 +40,7 @@ var (
 func (o *outbound) apply(cfg *configs.Config) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.fallback = egress.NetResolver(cfg.Egress.Resolver.Address, cfg.Egress.Resolver.Timeout)
 	switch {
 	case cfg.DNS.Enabled() && o.dns == nil:
 		s, err := dnsguard.New(cfg, dnsguard.Deps{Logger: o.log, Metrics: o.reg, DialTLS: (&dot.Dialer{}).Dial})
@@ -105,18 +106,16 @@ func (o *outbound) shutdown(ctx context.Context) {
 }
 
 // Resolve resolves for egress through the DNS guard (same policy, cache
-// and answer records as the workloads' own lookups), or the system
-// resolver when no DNS guard runs.
+// and answer records as the workloads' own lookups), or egress.resolver
+// when no DNS guard runs.
 func (o *outbound) Resolve(ctx context.Context, client netip.Addr, name string) ([]netip.Addr, error) {
 	o.mu.RLock()
-	d := o.dns
+	d, fb := o.dns, o.fallback
 	o.mu.RUnlock()
 	if d != nil {
 		return d.Resolve(ctx, client, name)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return net.DefaultResolver.LookupNetIP(ctx, "ip", name)
+	return fb.Resolve(ctx, client, name)
 }
 
 // Resolved reports whether the DNS guard handed addr to client for name.
