@@ -214,8 +214,16 @@ func (r *runner) scenario(sc scenario) error {
 					note: "not available in this build: " + na.why})
 				continue
 			}
-			if err != nil {
+			if err != nil && (r.o.smoke || r.ctx.Err() != nil) {
 				return fmt.Errorf("%s round %d: %w", t.label(), round, err)
+			}
+			if err != nil {
+				// A long run keeps going: the report shows the failure
+				// in this target's row, the log has the details.
+				log.Printf("  %-22s round %d FAILED: %v", t.label(), round, err)
+				r.results = append(r.results, result{scenario: sc.name, peer: t.p.name, variant: t.variant, unit: sc.unit,
+					note: fmt.Sprintf("round %d failed: %s", round, firstLine(err.Error()))})
+				continue
 			}
 			res.scenario, res.peer, res.variant, res.round, res.unit = sc.name, t.p.name, t.variant, round, sc.unit
 			log.Printf("  %-22s round %d: %s", t.label(), round, res.summary())

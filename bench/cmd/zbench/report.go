@@ -103,6 +103,12 @@ func rowsOf(results []result, scenario string) []row {
 		}
 		out[i].runs = append(out[i].runs, r)
 	}
+	for i := range out {
+		if out[i].note != "" && len(out[i].runs) > 0 { // some rounds failed
+			out[i].label += " (" + out[i].note + ")"
+			out[i].note = ""
+		}
+	}
 	return out
 }
 
