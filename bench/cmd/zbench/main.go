@@ -238,7 +238,7 @@ func (r *runner) scenario(sc scenario) error {
 const maxForeign = 15
 
 // maxRetries bounds the runs done again in one zbench run.
-const maxRetries = 6
+const maxRetries = 4
 
 // machineBusy is the CPU time all processes used so far (/proc/stat: all
 // but idle and iowait).

@@ -242,7 +242,7 @@ func writeReport(r *runner, took time.Duration) error {
 		"`CPU-efficiency ratio` = the peer's server µs/op / ztgate's (above 1: ztgate spent less CPU per operation). " +
 		"When the server CPU is well below 100 %, the client core limited the rate, and the µs/op column is the one to compare. " +
 		"h2load and dnsperf report a mean latency, shown in the p50 column. `foreign CPU %` is the highest, over the rounds, of the CPU that processes zbench did not start " +
-		"used during the run (all busy time in /proc/stat minus the server, the load generator and the helpers), in % of one core; a run above 15 % is measured again once (at most 6 such retries per zbench run, to stay within time), " +
+		"used during the run (all busy time in /proc/stat minus the server, the load generator and the helpers), in % of one core; a run above 15 % is measured again once (at most 4 such retries per zbench run, to stay within time), " +
 		"and small negative values are tick-accounting noise. `cannot` rows are peers with no way to do the same work; " +
 		"`not available in this build` rows are ztgate features the binary refused (`ztgate validate`) or did not act on (a check failed).\n")
 	return os.WriteFile(filepath.Join(dir, "REPORT.md"), []byte(b.String()), 0o644)

@@ -33,8 +33,10 @@ type scenario struct {
 	baseline string
 	// profile: take a CPU profile of ztgate during the last round.
 	profile bool
-	// noWarmup: the scenario needs no warm-up run (one download; DNS
-	// fills its cache in prepare).
+	// noWarmup: the scenario needs no warm-up run: every operation is a
+	// new connection (handshakes, egress connections), one download, or
+	// DNS, which fills its cache in prepare. Warm-ups are for keep-alive
+	// connections and upstream pools.
 	noWarmup bool
 	load     func(r *runner, t *target, d time.Duration) (loadResult, error)
 	// prepare runs after the server is up, before the warm-up: checks
@@ -69,9 +71,9 @@ var (
 func scenarios() []scenario {
 	return []scenario{
 		{name: "handshake-ecdsa", title: "Full TLS 1.3 handshakes, ECDSA P-256 (hsload, 50 workers, X25519, no resumption)",
-			unit: "handshake", portOffset: 443, peers: allHTTP, profile: true, load: hsload},
+			unit: "handshake", portOffset: 443, peers: allHTTP, profile: true, noWarmup: true, load: hsload},
 		{name: "handshake-rsa", title: "Full TLS 1.3 handshakes, RSA-2048 (hsload, 50 workers, X25519, no resumption)",
-			unit: "handshake", portOffset: 444, peers: allHTTP, profile: true, load: hsload},
+			unit: "handshake", portOffset: 444, peers: allHTTP, profile: true, noWarmup: true, load: hsload},
 		{name: "proxy-h1", title: "HTTPS keep-alive proxy, HTTP/1.1, 1 KiB upstream body (wrk -t1 -c64)",
 			unit: "request", portOffset: 445, proxy: true, peers: allHTTP, profile: true, load: wrkLoad},
 		{name: "proxy-h2", title: "HTTPS keep-alive proxy, HTTP/2, 1 KiB upstream body (h2load -t1 -c16 -m4)",
@@ -95,7 +97,7 @@ func scenarios() []scenario {
 			"one more round trip than nginx/haproxy, whose SNI routing needs no client support); `direct` is the origin alone, its CPU in the µs column.",
 			unit: "conn", portOffset: 500, peers: []string{"direct", "ztgate", "nginx", "haproxy"},
 			cannot:  map[string]string{"caddy": "SNI passthrough needs the caddy-l4 plugin, not in a stock build"},
-			feature: "egress", profile: true, load: egressConnLoad, prepare: checkAllowlist},
+			feature: "egress", profile: true, noWarmup: true, load: egressConnLoad, prepare: checkAllowlist},
 		{name: "egress-bulk", title: "Egress SNI passthrough: one TLS download of a 4 GiB sparse file through the proxy (curl, cut after min(-d, 5 s)), MiB/s; µs/op is the proxy's CPU µs per MiB (`direct`: the origin's)",
 			unit: "MiB", portOffset: 500, peers: []string{"direct", "ztgate", "nginx", "haproxy"},
 			cannot:  map[string]string{"caddy": "SNI passthrough needs the caddy-l4 plugin, not in a stock build"},
