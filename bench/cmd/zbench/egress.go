@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -16,7 +17,16 @@ import (
 // the allowlist reaches the origin (GET / answers 200), one that is not
 // (but resolves, and is in the origin's certificate) does not.
 func checkAllowlist(r *runner, t *target) error {
-	if err := tlsProbe(r.env.ca, t, egressName); err != nil {
+	// A few tries: a proxy may accept before its first dial can work.
+	var err error
+	for try := 0; try < 5; try++ {
+		if err = tlsProbe(r.env.ca, t, egressName); err == nil {
+			break
+		}
+		log.Printf("  %-22s allowlist check, try %d: %v", t.label(), try+1, err)
+		time.Sleep(300 * time.Millisecond)
+	}
+	if err != nil {
 		return fmt.Errorf("allowlist check: %s through %s: %w", egressName, t.label(), err)
 	}
 	if t.p.name == "direct" {

@@ -291,6 +291,9 @@ func (r *runner) estimate() time.Duration {
 		case "reload":
 			per, rounds = time.Minute, 1
 		}
+		if r.o.smoke && sc.kind != "" {
+			per = 2 * time.Second
+		}
 		if sc.name == "egress-bulk" {
 			per = bulkDuration(r.o.duration) + time.Second/3
 		}
