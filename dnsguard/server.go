@@ -311,9 +311,9 @@ func (s *Server) openListener(addr string) (*listener, error) {
 	idle := func() time.Duration { return tcpIdle }
 	started := make(chan struct{}, 2)
 	notify := func() { started <- struct{}{} }
-	l.udp = &dns.Server{PacketConn: pc, Handler: s, ReadTimeout: readTimeout, WriteTimeout: writeTimeout,
+	l.udp = &dns.Server{PacketConn: pc, Handler: handler{s}, ReadTimeout: readTimeout, WriteTimeout: writeTimeout,
 		NotifyStartedFunc: notify, UDPSize: 4096}
-	l.tcp = &dns.Server{Listener: ln, Handler: s, ReadTimeout: readTimeout, WriteTimeout: writeTimeout,
+	l.tcp = &dns.Server{Listener: ln, Handler: handler{s}, ReadTimeout: readTimeout, WriteTimeout: writeTimeout,
 		IdleTimeout: idle, MaxTCPQueries: maxTCPQueries, NotifyStartedFunc: notify}
 	errc := make(chan error, 2)
 	go func() { errc <- l.udp.ActivateAndServe() }()
@@ -343,8 +343,15 @@ func (l *listener) close(ctx context.Context) error {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1232); return &b }}
 
+// handler adapts Server to miekg's dns.Handler without putting miekg
+// types in dnsguard's exported API.
+type handler struct{ s *Server }
+
+var _ dns.Handler = handler{}
+
 // ServeDNS answers one query from a listener.
-func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+func (h handler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	s := h.s
 	client := addrOf(w.RemoteAddr())
 	_, tcp := w.RemoteAddr().(*net.TCPAddr)
 	bp := bufPool.Get().(*[]byte)

@@ -91,7 +91,7 @@ func Extract(name string, qtype uint16) Features {
 		n++
 	}
 	sub := raw[:max(f.SubLen, 0)]
-	var counts [256]uint16
+	var counts [256]uint8 // a name has at most 255 bytes
 	b64 := false
 	var up, lo, dg, ll int
 	for i := 0; i <= len(sub); i++ {
@@ -106,7 +106,9 @@ func Extract(name string, qtype uint16) Features {
 			continue
 		}
 		c := sub[i]
-		counts[c]++
+		if counts[c] < 255 { // names are at most 255 bytes; Extract also takes longer strings
+			counts[c]++
+		}
 		ll++
 		switch {
 		case c >= 'a' && c <= 'z':
@@ -124,19 +126,18 @@ func Extract(name string, qtype uint16) Features {
 		f.Labels = 0
 	}
 	if len(sub) >= 16 {
-		total := 0
+		// H = log2(N) - (1/N) Σ c·log2(c), over the byte counts c of the
+		// N non-dot bytes, with c·log2(c) from a table.
+		total, sum := 0, 0.0
 		for _, c := range counts {
-			total += int(c)
-		}
-		h := 0.0
-		for _, c := range counts {
-			if c == 0 {
-				continue
+			if c != 0 {
+				total += int(c)
+				sum += clog2c[c]
 			}
-			p := float64(c) / float64(total)
-			h -= p * math.Log2(p)
 		}
-		f.Entropy = h
+		if total > 0 {
+			f.Entropy = max(0, math.Log2(float64(total))-sum/float64(total)) // rounding can dip below 0
+		}
 	}
 	f.score(b64)
 	return f
@@ -217,6 +218,14 @@ func decode(s string) string {
 	}
 	return string(b)
 }
+
+// clog2c[c] is c·log2(c) for the byte counts of a name (at most 255).
+var clog2c = func() (t [256]float64) {
+	for c := 2; c < len(t); c++ {
+		t[c] = float64(c) * math.Log2(float64(c))
+	}
+	return t
+}()
 
 // asciiLower lower-cases A-Z only, byte for byte, so the result has the
 // same length as s even when s is not valid UTF-8 (strings.ToLower would
