@@ -1,44 +1,11 @@
 package configs_test
 
 import (
-	"os"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/ztgate/ztgate/configs"
 )
-
-// TestDocsAccel loads every ```yaml block of docs/accel.md. Paths under
-// /etc/ztgate/ are moved into a temporary directory holding placeholder
-// files, because the loader checks that files exist.
-func TestDocsAccel(t *testing.T) {
-	path := filepath.Join("..", "docs", "accel.md")
-	doc, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(doc, -1)
-	if len(blocks) < 5 {
-		t.Fatalf("%s: found %d yaml blocks, want the reference and the examples", path, len(blocks))
-	}
-	etc := t.TempDir()
-	for _, p := range regexp.MustCompile(`/etc/ztgate/[\w./-]+`).FindAll(doc, -1) {
-		f := filepath.Join(etc, strings.TrimPrefix(string(p), "/etc/ztgate/"))
-		if err := os.WriteFile(f, []byte("placeholder\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i, b := range blocks {
-		t.Run(string(rune('0'+i)), func(t *testing.T) {
-			y := strings.ReplaceAll(string(b[1]), "/etc/ztgate/", etc+"/")
-			if _, err := configs.Parse(path, []byte(y), nil); err != nil {
-				t.Fatalf("block %d:\n%s\n%v", i, b[1], err)
-			}
-		})
-	}
-}
 
 const accelTestListener = "\nlisteners: [{name: public, address: \":8443\", tls: {names: [localhost]}}]\n"
 

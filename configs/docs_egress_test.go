@@ -3,50 +3,9 @@ package configs
 import (
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 )
-
-// egressYAMLBlocks returns the ```yaml blocks of a Markdown file.
-func egressYAMLBlocks(t *testing.T, path string) []string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	re := regexp.MustCompile("(?s)```yaml\n(.*?)```")
-	var out []string
-	for _, m := range re.FindAllStringSubmatch(string(b), -1) {
-		out = append(out, m[1])
-	}
-	return out
-}
-
-// TestDocsEgress loads every yaml example of docs/egress.md. Files the
-// examples name under /etc/ztgate/ are created in a temporary directory.
-func TestDocsEgress(t *testing.T) {
-	blocks := egressYAMLBlocks(t, filepath.Join("..", "docs", "egress.md"))
-	if len(blocks) < 3 {
-		t.Fatalf("found %d yaml blocks in docs/egress.md", len(blocks))
-	}
-	etc := t.TempDir()
-	for _, f := range []string{"egress/proxy.pem", "egress/proxy.key", "egress/clients-ca.pem"} {
-		os.MkdirAll(filepath.Dir(filepath.Join(etc, f)), 0o755)
-		os.WriteFile(filepath.Join(etc, f), []byte("placeholder"), 0o600)
-	}
-	for i, b := range blocks {
-		b = strings.ReplaceAll(b, "/etc/ztgate/", etc+"/")
-		cfg, err := Parse("docs/egress.md", []byte(b), nil)
-		if err != nil {
-			t.Errorf("yaml block %d does not load:\n%s\n%v", i+1, b, err)
-			continue
-		}
-		if !cfg.Egress.Enabled() {
-			t.Errorf("yaml block %d leaves the egress proxy off", i+1)
-		}
-	}
-}
 
 // TestEgressTestdata loads configs/testdata/egress-*.yaml: good files
 // must load, each bad file must produce every "# want:" error.

@@ -1,70 +1,14 @@
 package configs_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ztgate/ztgate/configs"
 )
-
-// TestDocsIdentity loads every ```yaml block of docs/identity.md. Paths
-// under /etc/ztgate/ point into a temporary directory of placeholder
-// files, because the loader checks that trust bundle files exist. Blocks
-// without listeners are wrapped into a minimal complete file.
-func TestDocsIdentity(t *testing.T) {
-	path := filepath.Join("..", "docs", "identity.md")
-	doc, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(doc, -1)
-	if len(blocks) < 4 {
-		t.Fatalf("%s: found %d yaml blocks, want the examples", path, len(blocks))
-	}
-	etc := t.TempDir()
-	for _, p := range regexp.MustCompile(`/etc/ztgate/[\w./-]+`).FindAll(doc, -1) {
-		if filepath.Ext(string(p)) == "" {
-			continue // a directory, e.g. /etc/ztgate/svid/
-		}
-		f := filepath.Join(etc, strings.TrimPrefix(string(p), "/etc/ztgate/"))
-		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(f, nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i, b := range blocks {
-		t.Run(fmt.Sprintf("block%d", i), func(t *testing.T) {
-			y := strings.ReplaceAll(string(b[1]), "/etc/ztgate/", etc+"/")
-			if !strings.Contains(y, "listeners:") {
-				y += minimalListenerAndRoute(y)
-			}
-			cfg, err := configs.Parse(path, []byte(y), nil)
-			if err != nil {
-				t.Fatalf("block %d:\n%s\n%v", i, y, err)
-			}
-			if !cfg.Identity.HasSVIDSource() {
-				t.Errorf("block %d configures no SVID source", i)
-			}
-		})
-	}
-}
-
-// minimalListenerAndRoute completes a fragment that defines upstreams.
-func minimalListenerAndRoute(y string) string {
-	m := regexp.MustCompile(`(?m)^  - name: (\S+)`).FindStringSubmatch(y)
-	s := "listeners:\n  - name: public\n    address: \":8443\"\n    tls: { names: [api.example.com] }\n"
-	if m != nil {
-		s += "routes:\n  - name: r\n    upstream: " + m[1] + "\n"
-	}
-	return s
-}
 
 func TestIdentityConfig(t *testing.T) {
 	dir := t.TempDir()
