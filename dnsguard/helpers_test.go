@@ -55,11 +55,20 @@ const testSOA = "example.test. 300 IN SOA ns.example.test. host.example.test. 1 
 func startUpstream(t *testing.T) *testUpstream {
 	t.Helper()
 	u := &testUpstream{counts: map[string]int{}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// UDP and TCP on the same port: the TCP port may be taken by another
+	// process's connection, so retry with a new UDP port.
+	var pc net.PacketConn
+	var ln net.Listener
+	var err error
+	for try := 0; try < 20; try++ {
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
+		pc.Close()
 	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

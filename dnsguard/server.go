@@ -80,6 +80,9 @@ type Server struct {
 	resolved *resolvedTable
 	admin    *adminState
 
+	healthMu sync.Mutex
+	health   map[string]*health // upstream health by protocol, address and server name; survives reloads
+
 	mu        sync.Mutex
 	listeners map[string]*listener
 	started   bool
@@ -102,7 +105,7 @@ func New(cfg *configs.Config, deps Deps) (*Server, error) {
 		deps.Now = time.Now
 	}
 	s := &Server{deps: deps, log: deps.Logger.With("component", "dnsguard"), now: deps.Now,
-		listeners: map[string]*listener{}, admin: newAdminState()}
+		listeners: map[string]*listener{}, admin: newAdminState(), health: map[string]*health{}}
 	rt, err := s.compile(cfg)
 	if err != nil {
 		return nil, err
@@ -145,7 +148,7 @@ func (s *Server) compile(cfg *configs.Config) (*runtime, error) {
 		rt.staleFor = 0
 	}
 	var err error
-	if rt.upstreams, err = compileUpstreams(d.Upstreams, s.deps.DialTLS); err != nil {
+	if rt.upstreams, err = compileUpstreams(d.Upstreams, s.deps.DialTLS, s.healthOf); err != nil {
 		return nil, fmt.Errorf("dnsguard: %w", err)
 	}
 	if rt.policy, err = compilePolicy(d.Groups); err != nil {
@@ -155,6 +158,20 @@ func (s *Server) compile(cfg *configs.Config) (*runtime, error) {
 		return nil, fmt.Errorf("dnsguard: %w", err)
 	}
 	return rt, nil
+}
+
+// healthOf returns the shared health record of an upstream. Records of
+// upstreams no longer configured stay (a few bytes each; bounded by the
+// number of distinct upstreams ever configured).
+func (s *Server) healthOf(key string) *health {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	h, ok := s.health[key]
+	if !ok {
+		h = &health{}
+		s.health[key] = h
+	}
+	return h
 }
 
 func secs(d time.Duration) uint32 {

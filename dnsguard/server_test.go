@@ -400,10 +400,17 @@ func TestApplyReload(t *testing.T) {
 		t.Fatal("old config stopped serving after a failed Apply")
 	}
 	// A new deny list and a new listen address: opened before the old closes.
-	pc, _ := net.ListenPacket("udp", "127.0.0.1:0")
-	fresh := pc.LocalAddr().String()
-	pc.Close()
-	if err := s.Apply(parseCfg(t, strings.Replace(base, "127.0.0.1:0", fresh, 1)+"  groups: [{name: all, deny: [www.example.test]}]\n")); err != nil {
+	var fresh string
+	var err error
+	for try := 0; try < 10; try++ { // the TCP side of a free UDP port may be taken: try another
+		pc, _ := net.ListenPacket("udp", "127.0.0.1:0")
+		fresh = pc.LocalAddr().String()
+		pc.Close()
+		if err = s.Apply(parseCfg(t, strings.Replace(base, "127.0.0.1:0", fresh, 1)+"  groups: [{name: all, deny: [www.example.test]}]\n")); err == nil {
+			break
+		}
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got := s.Addrs(); len(got) != 1 || got[0] != fresh {

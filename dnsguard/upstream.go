@@ -38,14 +38,20 @@ func (p Protocol) String() string {
 // DialTLSFunc opens a DNS-over-TLS connection (see package dot).
 type DialTLSFunc func(ctx context.Context, addr, serverName string) (net.Conn, error)
 
-// upstream is one resolver with its health.
+// upstream is one resolver of a compiled runtime.
 type upstream struct {
 	addr       string
 	proto      Protocol
 	serverName string
 	zones      []string
-	fails      atomic.Int32 // consecutive failures
-	downUntil  atomic.Int64 // unix ns; skipped until then unless all are down
+	*health    // shared by every runtime that names the same resolver
+}
+
+// health outlives reloads: it is kept per (protocol, address, server
+// name) in the Server, so a reload does not forget a dead upstream.
+type health struct {
+	fails     atomic.Int32 // consecutive failures
+	downUntil atomic.Int64 // unix ns; skipped until then unless all are down
 }
 
 const (
@@ -53,9 +59,9 @@ const (
 	downFor       = 5 * time.Second
 )
 
-func (u *upstream) healthy(now int64) bool { return u.downUntil.Load() <= now }
+func (u *health) healthy(now int64) bool { return u.downUntil.Load() <= now }
 
-func (u *upstream) report(ok bool, now time.Time) {
+func (u *health) report(ok bool, now time.Time) {
 	if ok {
 		u.fails.Store(0)
 		u.downUntil.Store(0)
@@ -66,10 +72,10 @@ func (u *upstream) report(ok bool, now time.Time) {
 	}
 }
 
-func compileUpstreams(us []configs.DNSUpstream, dialTLS DialTLSFunc) ([]*upstream, error) {
+func compileUpstreams(us []configs.DNSUpstream, dialTLS DialTLSFunc, healthOf func(key string) *health) ([]*upstream, error) {
 	out := make([]*upstream, 0, len(us))
 	for i, c := range us {
-		u := &upstream{addr: c.Address, serverName: c.ServerName}
+		u := &upstream{addr: c.Address, serverName: c.ServerName, health: healthOf(c.Protocol + " " + c.Address + " " + c.ServerName)}
 		switch c.Protocol {
 		case "udp", "":
 			u.proto = ProtoUDP
