@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ztgate/ztgate/e2e/testenv"
 )
@@ -469,5 +470,46 @@ func TestServeStaleOnUpstreamSERVFAIL(t *testing.T) {
 	clk.Add(2 * time.Hour) // past stale_for (1h)
 	if r := query(t, addr, "short.example.test", dns.TypeA, "udp", nil); r.Rcode != dns.RcodeServerFailure {
 		t.Fatalf("past stale_for: rcode %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+	}
+}
+
+// TestUpstreamHealth: a dead upstream is retried on the next one, marked
+// down after 3 failures so later queries skip it, and a reload keeps
+// that knowledge.
+func TestUpstreamHealth(t *testing.T) {
+	up := startUpstream(t)
+	clk := newClock()
+	pc, _ := net.ListenPacket("udp", "127.0.0.1:0")
+	dead := pc.LocalAddr().String()
+	pc.Close()
+	body := "dns:\n  listen: [\"127.0.0.1:0\"]\n  attempts: 2\n  cache: {max_entries: -1}\n  upstreams: [{address: \"" + dead + "\"}, {address: \"" + up.addr + "\"}]\n"
+	s, err := New(parseCfg(t, body), Deps{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadErrors := func() float64 {
+		var m dto.Metric
+		s.m.upstream.WithLabelValues(dead, "error").Write(&m)
+		return m.GetCounter().GetValue()
+	}
+	for i := 0; i < 6; i++ {
+		if i == 4 {
+			if err := s.Apply(parseCfg(t, body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.Resolve(context.Background(), mustAddr("10.0.0.1"), "www.example.test"); err != nil {
+			t.Fatalf("query %d: %v", i, err)
+		}
+	}
+	// Each Resolve asks A and AAAA: the first 3 exchanges hit the dead
+	// upstream, then it is skipped (before and after the reload).
+	if n := deadErrors(); n != 3 {
+		t.Errorf("dead upstream tried %v times, want 3", n)
+	}
+	clk.Add(6 * time.Second) // past the 5 s down time: tried again
+	s.Resolve(context.Background(), mustAddr("10.0.0.1"), "www.example.test")
+	if n := deadErrors(); n != 4 {
+		t.Errorf("after the down time the dead upstream was tried %v times in all, want 4", n)
 	}
 }
