@@ -3,49 +3,10 @@ package configs
 import (
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 )
-
-// dnsYAMLBlocks returns the ```yaml blocks of a Markdown file.
-func dnsYAMLBlocks(t *testing.T, path string) []string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	re := regexp.MustCompile("(?s)```yaml\n(.*?)```")
-	var out []string
-	for _, m := range re.FindAllStringSubmatch(string(b), -1) {
-		out = append(out, m[1])
-	}
-	return out
-}
-
-// TestDocsDNS loads every yaml example of docs/dns.md; list files named
-// under /etc/ztgate/ are created in a temporary directory.
-func TestDocsDNS(t *testing.T) {
-	blocks := dnsYAMLBlocks(t, filepath.Join("..", "docs", "dns.md"))
-	if len(blocks) < 2 {
-		t.Fatalf("found %d yaml blocks in docs/dns.md", len(blocks))
-	}
-	etc := t.TempDir()
-	os.MkdirAll(filepath.Join(etc, "dns"), 0o755)
-	os.WriteFile(filepath.Join(etc, "dns", "deny.txt"), []byte("# blocklist\n0.0.0.0 ads.example\nmalware.example\n"), 0o644)
-	for i, b := range blocks {
-		b = strings.ReplaceAll(b, "/etc/ztgate/", etc+"/")
-		cfg, err := Parse("docs/dns.md", []byte(b), nil)
-		if err != nil {
-			t.Errorf("yaml block %d does not load:\n%s\n%v", i+1, b, err)
-			continue
-		}
-		if !cfg.DNS.Enabled() {
-			t.Errorf("yaml block %d leaves dnsguard off", i+1)
-		}
-	}
-}
 
 // TestDNSTestdata loads configs/testdata/dns-*.yaml: good files must
 // load, each bad file must produce every "# want:" error.

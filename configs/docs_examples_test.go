@@ -28,6 +28,7 @@ var docPages = []struct {
 	{"docs/identity.md", 4, hasSVIDSource},
 	{"docs/egress.md", 3, egressOn},
 	{"docs/accel.md", 5, nil},
+	{"docs/dns.md", 2, dnsOn},
 }
 
 var (
@@ -133,6 +134,13 @@ func hasSVIDSource(c *configs.Config) error {
 func egressOn(c *configs.Config) error {
 	if !c.Egress.Enabled() {
 		return fmt.Errorf("leaves the egress proxy off")
+	}
+	return nil
+}
+
+func dnsOn(c *configs.Config) error {
+	if !c.DNS.Enabled() {
+		return errors.New("leaves dnsguard off")
 	}
 	return nil
 }
