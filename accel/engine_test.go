@@ -465,7 +465,7 @@ func value(m prometheus.Metric) float64 {
 // keys; the engine serves them with go and counts the fallback.
 func TestUnsupportedKeyFallsBackToGo(t *testing.T) {
 	if _, ok := providers(t)["openssl"]; !ok {
-		t.Skip("no libcrypto")
+		testenv.Missing(t, "libcrypto.so.3 cannot be loaded (apt-get install libssl3)")
 	}
 	e := newEngine(t, configs.Accel{Provider: "openssl", Required: true}, prometheus.NewRegistry())
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)

@@ -132,7 +132,7 @@ func TestRealHandshakes(t *testing.T) {
 // OpenSSL 3 on Debian) and still signs: the path QAT's qatprovider takes.
 func TestNamedOpenSSLProvider(t *testing.T) {
 	if _, ok := providers(t)["openssl"]; !ok {
-		t.Skip("no libcrypto")
+		testenv.Missing(t, "libcrypto.so.3 cannot be loaded (apt-get install libssl3)")
 	}
 	e := newEngine(t, configs.Accel{Provider: "openssl", Required: true,
 		OpenSSL: configs.AccelOpenSSL{Provider: "legacy", Properties: "?provider=default"}}, prometheus.NewRegistry())
