@@ -609,3 +609,40 @@ func errorsAs(err error, target **exec.ExitError) bool {
 	}
 	return ok
 }
+
+// TestRefusedReloadChangesNoComponent: a reload that adds a certificate
+// name and a broken Rego module is refused before any component applies
+// it: the certificate manager never hears of the new name.
+func TestRefusedReloadChangesNoComponent(t *testing.T) {
+	up, _, _ := echoUpstream(t)
+	rego := filepath.Join(t.TempDir(), "broken.rego")
+	os.WriteFile(rego, []byte("package envoy.authz\nallow if { input.x == \n"), 0o644)
+	g := startGW(t, baseConfig(up, "A"))
+	broken := strings.Replace(baseConfig(up, "B")(g), "names: [localhost, 127.0.0.1]", "names: [localhost, 127.0.0.1, added.test]", 1) + fmt.Sprintf(`
+authz:
+  policies:
+    - name: broken
+      rego: { files: [%s], query: data.envoy.authz.allow }
+`, rego)
+	g.write(broken)
+	g.reload("failure")
+	resp, err := http.Get(g.adminURL("/certificates"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "localhost") || strings.Contains(string(b), "added.test") {
+		t.Fatalf("/certificates after a refused reload:\n%s", b)
+	}
+	c := g.client()
+	resp, err = c.Get(g.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "A" {
+		t.Fatalf("after a refused reload the body is %q, want the old config's A", b)
+	}
+}

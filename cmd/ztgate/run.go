@@ -146,10 +146,13 @@ func (a *app) start(cfg *configs.Config) error {
 	return nil
 }
 
-// apply publishes cfg to every component. Each component compiles the
-// whole config before it swaps anything, so a failure leaves that
-// component on the old config; the gateway, which compiles policies, goes
-// first so that a policy error changes nothing at all.
+// apply publishes cfg to every component, in dependency order: the
+// identity source and certificates (the gateway's TLS needs them), the
+// gateway, then the DNS guard and egress. Each component compiles before
+// it swaps, so a failure leaves it on the old config. reload runs the
+// side-effect-free compile first, so what can still fail here is mostly
+// a socket that cannot be bound; components applied before such a
+// failure keep the new config, and the failure is logged and counted.
 func (a *app) apply(cfg *configs.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -179,6 +182,13 @@ func (a *app) apply(cfg *configs.Config) error {
 func (a *app) reload() error {
 	start := time.Now()
 	cfg, err := loadConfig(a.path)
+	if err == nil {
+		// Compile everything once with no side effects (what `ztgate
+		// validate` runs), so a bad certificate, TLS file, policy or
+		// Rego module is refused before any component changes. What
+		// is left for apply to fail on is mostly a busy port.
+		err = compileOnly(cfg)
+	}
 	if err == nil {
 		err = a.apply(cfg)
 	}
