@@ -48,6 +48,8 @@ authz:
 	}{
 		{"token allowed", []string{"--path", "/details/1", "--header", "Authorization: Bearer " + token}, 0, `ALLOW policy "require-jwt" rule 0 matched`},
 		{"deny wins", []string{"--path", "/details/secret", "--header", "Authorization: Bearer " + token}, 1, `DENY policy "deny-secret" rule 0 matched`},
+		{"path normalised as the gateway does", []string{"--path", "/details//secret", "--header", "Authorization: Bearer " + token}, 1, `DENY policy "deny-secret" rule 0 matched`},
+		{"encoded slash refused as the gateway does", []string{"--path", "/details%2Fsecret", "--header", "Authorization: Bearer " + token}, 1, "status 400"},
 		{"no token", []string{"--path", "/details/1"}, 1, "no ALLOW policy matched"},
 		{"bad token", []string{"--path", "/details/1", "--header", "Authorization: Bearer " + token + "x"}, 1, "token"},
 	}

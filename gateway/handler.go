@@ -13,7 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"path"
+	pathpkg "path"
 	"strconv"
 	"strings"
 	"time"
@@ -226,34 +226,49 @@ func checkMessage(r *http.Request) error {
 }
 
 // normalizePath makes routing, authorization and the upstream see one
-// path: dot segments are resolved and repeated slashes merged (Istio's
-// NORMALIZE_AND_MERGE_SLASHES), so "/api//admin" or "/x/../admin" cannot
-// slip past a policy written for "/api/admin". Encoded slashes and
-// backslashes (%2F, %5C) are refused: the upstream may read them as
-// separators that the policy did not see.
+// path (see NormalizePath), rewriting the request in place.
 func normalizePath(r *http.Request) error {
-	if raw := r.URL.RawPath; raw != "" {
-		l := strings.ToLower(raw)
-		if strings.Contains(l, "%2f") || strings.Contains(l, "%5c") {
-			return &Denial{Status: http.StatusBadRequest, Message: "encoded slash in path", Reason: "bad_path"}
-		}
-	}
-	p := r.URL.Path
-	if p == "" || p[0] != '/' {
-		if r.Method == http.MethodOptions && p == "*" {
-			return nil
-		}
-		return &Denial{Status: http.StatusBadRequest, Message: "bad path", Reason: "bad_path"}
-	}
-	if !needsClean(p) {
+	if r.Method == http.MethodOptions && r.URL.Path == "*" {
 		return nil
 	}
-	clean := path.Clean(p)
-	if strings.HasSuffix(p, "/") && clean != "/" {
+	clean, err := NormalizePath(r.URL.Path, r.URL.RawPath)
+	if err != nil {
+		return &Denial{Status: http.StatusBadRequest, Message: err.Error(), Reason: "bad_path"}
+	}
+	if clean != r.URL.Path {
+		r.URL.Path, r.URL.RawPath = clean, ""
+	}
+	return nil
+}
+
+// ErrBadPath is returned by NormalizePath for a path it refuses.
+var ErrBadPath = errors.New("bad path")
+
+// NormalizePath returns the path routing and authorization match on:
+// dot segments resolved and repeated slashes merged (Istio's
+// NORMALIZE_AND_MERGE_SLASHES), so "/api//admin" or "/x/../admin" cannot
+// slip past a policy written for "/api/admin". Encoded slashes and
+// backslashes in raw (%2F, %5C) are refused: the upstream may read them
+// as separators the policy did not see. `ztgate policy check` uses the
+// same function, so it decides on the path the gateway would.
+func NormalizePath(path, raw string) (string, error) {
+	if raw != "" {
+		l := strings.ToLower(raw)
+		if strings.Contains(l, "%2f") || strings.Contains(l, "%5c") {
+			return "", fmt.Errorf("%w: encoded slash in path", ErrBadPath)
+		}
+	}
+	if path == "" || path[0] != '/' {
+		return "", ErrBadPath
+	}
+	if !needsClean(path) {
+		return path, nil
+	}
+	clean := pathpkg.Clean(path)
+	if strings.HasSuffix(path, "/") && clean != "/" {
 		clean += "/"
 	}
-	r.URL.Path, r.URL.RawPath = clean, ""
-	return nil
+	return clean, nil
 }
 
 func needsClean(p string) bool {

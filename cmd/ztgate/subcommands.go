@@ -20,6 +20,7 @@ import (
 	"github.com/ztgate/ztgate/authz/extauthz"
 	"github.com/ztgate/ztgate/authz/rego"
 	"github.com/ztgate/ztgate/configs"
+	"github.com/ztgate/ztgate/gateway"
 )
 
 // multiFlag collects a repeatable string flag.
@@ -56,6 +57,16 @@ func cmdPolicy(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	req.Headers = headers
+	// Decide on the path the gateway would route and authorize.
+	if u, err := url.Parse(req.Path); err == nil {
+		clean, err := gateway.NormalizePath(u.Path, u.RawPath)
+		if err != nil {
+			fmt.Fprintf(stdout, "decision: DENY (status 400): the gateway refuses this path (%v)\n", err)
+			return 1
+		}
+		u.Path, u.RawPath = clean, ""
+		req.Path = u.RequestURI()
+	}
 	cfg, err := loadConfig(resolveConfig(*cfgPath))
 	if err != nil {
 		printErrors(stderr, err)
