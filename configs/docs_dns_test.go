@@ -1,56 +1,10 @@
 package configs
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
-
-// TestDNSTestdata loads configs/testdata/dns-*.yaml: good files must
-// load, each bad file must produce every "# want:" error.
-func TestDNSTestdata(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "dns-*.yaml"))
-	if len(files) == 0 {
-		t.Fatal("no testdata/dns-*.yaml")
-	}
-	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			data, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var wants []string
-			for _, l := range strings.Split(string(data), "\n") {
-				if w, ok := strings.CutPrefix(l, "# want: "); ok {
-					wants = append(wants, w)
-				}
-			}
-			cfg, err := Parse(filepath.Base(f), data, nil)
-			if strings.Contains(f, "-good-") {
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !cfg.DNS.Enabled() {
-					t.Fatal("dnsguard is off")
-				}
-				return
-			}
-			if err == nil {
-				t.Fatal("loaded without error")
-			}
-			if len(wants) == 0 {
-				t.Fatalf("bad file without # want: lines; error was:\n%v", err)
-			}
-			for _, w := range wants {
-				if !strings.Contains(err.Error(), filepath.Base(f)+": "+w) {
-					t.Errorf("missing error %q in:\n%v", w, err)
-				}
-			}
-		})
-	}
-}
 
 func TestDNSDefaults(t *testing.T) {
 	cfg, err := Parse("t.yaml", []byte("dns:\n  listen: 127.0.0.1:53\n  upstreams: [{address: \"10.0.0.2:53\"}]\n"), nil)

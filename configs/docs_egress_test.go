@@ -1,52 +1,8 @@
 package configs
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 )
-
-// TestEgressTestdata loads configs/testdata/egress-*.yaml: good files
-// must load, each bad file must produce every "# want:" error.
-func TestEgressTestdata(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "egress-*.yaml"))
-	if len(files) == 0 {
-		t.Fatal("no testdata/egress-*.yaml")
-	}
-	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			data, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var wants []string
-			for _, l := range strings.Split(string(data), "\n") {
-				if w, ok := strings.CutPrefix(l, "# want: "); ok {
-					wants = append(wants, w)
-				}
-			}
-			cfg, err := Parse(filepath.Base(f), data, nil)
-			if strings.Contains(f, "-good-") {
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !cfg.Egress.Enabled() {
-					t.Fatal("egress is off")
-				}
-				return
-			}
-			if err == nil {
-				t.Fatal("loaded without error")
-			}
-			for _, w := range wants {
-				if !strings.Contains(err.Error(), filepath.Base(f)+": "+w) {
-					t.Errorf("missing error %q in:\n%v", w, err)
-				}
-			}
-		})
-	}
-}
 
 func TestEgressDefaults(t *testing.T) {
 	cfg, err := Parse("t.yaml", []byte("egress:\n  listeners: [{name: c, mode: connect, address: \"127.0.0.1:3128\"}]\n  rules:\n    - {name: a, sni: [x.example]}\n    - {name: p, sni: [y.example], tls: false}\n    - {name: d, action: DENY, sni: [z.example]}\n"), nil)

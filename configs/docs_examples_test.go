@@ -144,3 +144,64 @@ func dnsOn(c *configs.Config) error {
 	}
 	return nil
 }
+
+// sectionOn says, per testdata prefix, whether a good file turned its
+// section on.
+var sectionOn = map[string]func(*configs.Config) bool{
+	"authn":  func(c *configs.Config) bool { return len(c.Authn.JWT) > 0 },
+	"authz":  func(c *configs.Config) bool { return len(c.Authz.Policies) > 0 },
+	"dns":    func(c *configs.Config) bool { return c.DNS.Enabled() },
+	"egress": func(c *configs.Config) bool { return c.Egress.Enabled() },
+}
+
+// TestSectionTestdata loads configs/testdata/SECTION-good-*.yaml (must
+// load and turn the section on) and SECTION-bad-*.yaml (must be refused
+// with every "# want: <text>" line of the file in the error). A file
+// without a listener is a fragment and gets a minimal one.
+func TestSectionTestdata(t *testing.T) {
+	for section, on := range sectionOn {
+		files, _ := filepath.Glob(filepath.Join("testdata", section+"-*.yaml"))
+		if len(files) < 3 {
+			t.Errorf("only %d testdata/%s-*.yaml files", len(files), section)
+		}
+		for _, f := range files {
+			t.Run(filepath.Base(f), func(t *testing.T) {
+				data, err := os.ReadFile(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				y := string(data)
+				if !strings.Contains(y, "listeners:") {
+					y += minimalListenerAndRoute(y)
+				}
+				var wants []string
+				for _, l := range strings.Split(y, "\n") {
+					if w, ok := strings.CutPrefix(l, "# want: "); ok {
+						wants = append(wants, w)
+					}
+				}
+				cfg, err := configs.Parse(filepath.Base(f), []byte(y), nil)
+				if strings.Contains(f, "-good-") {
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !on(cfg) {
+						t.Fatalf("the %s section is off", section)
+					}
+					return
+				}
+				if len(wants) == 0 {
+					t.Fatalf("a bad file needs '# want: <error text>' lines; the error was:\n%v", err)
+				}
+				if err == nil {
+					t.Fatal("loaded without error")
+				}
+				for _, w := range wants {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("missing error %q in:\n%v", w, err)
+					}
+				}
+			})
+		}
+	}
+}
