@@ -50,7 +50,6 @@ type Request struct {
 	Listener  string
 	Route     string
 	Upstream  string
-	RouteCfg  *routeInfo
 	RequestID string
 	Start     time.Time
 
@@ -68,14 +67,6 @@ type Request struct {
 	LogAttrs        []slog.Attr // extra access-log fields (principal, decision)
 	UpstreamHeaders http.Header // headers to add to the upstream request
 	ResponseHeaders http.Header // headers to add to the response
-	Values          map[string]any
-}
-
-// routeInfo is what a route exposes to stages and forwarders.
-type routeInfo struct {
-	Name     string
-	Upstream string
-	Index    int
 }
 
 // Stage is one check of the request pipeline (IP rule, authentication,
@@ -175,7 +166,6 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rr := rt.routes[rte]
 	req.Route, req.Upstream = rte.name, rte.upstream
-	req.RouteCfg = &routeInfo{Name: rte.name, Upstream: rte.upstream, Index: rte.index}
 	for _, st := range rr.stages[h.name] {
 		if err := st.Check(req); err != nil {
 			writeError(rec, req, err)

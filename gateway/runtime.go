@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -213,16 +212,4 @@ func (rt *Runtime) Ready() error {
 		return rt.ext.Ready()
 	}
 	return nil
-}
-
-func portOf(addr net.Addr) int {
-	if addr == nil {
-		return 0
-	}
-	_, p, err := net.SplitHostPort(addr.String())
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(p)
-	return n
 }

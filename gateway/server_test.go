@@ -141,11 +141,6 @@ func (h *harness) client(proto string) *http.Client {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
-func (h *harness) url(listener, host, path string) (string, string) {
-	addr := h.srv.Addr(listener).String()
-	return "https://" + host + path, addr
-}
-
 // do sends method host path to the listener and returns status, body.
 func (h *harness) do(c *http.Client, listener, method, host, path string) (*http.Response, string) {
 	h.t.Helper()

@@ -8,7 +8,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -186,8 +185,6 @@ func plural(n int) string {
 	}
 	return "s"
 }
-
-var errUsage = errors.New("usage")
 
 func splitCSV(s string) []string {
 	var out []string
