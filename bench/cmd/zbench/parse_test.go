@@ -121,11 +121,12 @@ func TestSummarizeProfile(t *testing.T) {
 	if sum < 99.9 || sum > 100.1 {
 		t.Errorf("areas add up to %.1f %%, want 100", sum)
 	}
-	found := false
+	// Inclusive times come from functions with no own time too.
+	parts := map[string]float64{}
 	for _, p := range s.parts {
-		found = found || p.name == "Rego (OPA)"
+		parts[p.name] = p.pct
 	}
-	if !found {
-		t.Errorf("the chain profile shows no Rego (OPA) part: %+v", s.parts)
+	if parts["Rego (OPA)"] == 0 || parts["gateway pipeline"] < parts["Rego (OPA)"] {
+		t.Errorf("the chain profile's parts are wrong: %+v", s.parts)
 	}
 }

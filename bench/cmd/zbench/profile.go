@@ -110,7 +110,9 @@ type share struct {
 	pct  float64
 }
 
-var pprofLine = regexp.MustCompile(`^\s*([\d.]+)(ns|us|µs|ms|s|min|h)\s+([\d.]+)%\s+[\d.]+%\s+[\d.]+(?:ns|us|µs|ms|s|min|h)\s+([\d.]+)%\s+(.+)$`)
+// A line of `go tool pprof -top`: flat, flat%, sum%, cum, cum%, name. A
+// zero is printed without a unit.
+var pprofLine = regexp.MustCompile(`^\s*([\d.]+)(ns|us|µs|ms|s|min|h)?\s+([\d.]+)%\s+[\d.]+%\s+[\d.]+(?:ns|us|µs|ms|s|min|h)?\s+([\d.]+)%\s+(.+)$`)
 
 // notable are parts of ztgate's work whose inclusive time (the largest
 // cum% of a function with this prefix, i.e. the part's entry point) the
