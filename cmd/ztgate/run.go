@@ -29,6 +29,12 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	// Subscribe before anything starts: a SIGHUP (systemctl reload)
+	// during a slow start is queued and applied once serving, instead of
+	// killing the process with the default action.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	path := resolveConfig(*cfgPath)
 	cfg, err := loadConfig(path)
 	if err != nil {
@@ -46,7 +52,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		a.stop(context.Background())
 		return 1
 	}
-	return a.wait()
+	return a.wait(sigs)
 }
 
 // app wires the components together and owns the process-wide state:
@@ -205,10 +211,7 @@ func (a *app) reload() error {
 }
 
 // wait serves until SIGTERM/SIGINT, reloading on SIGHUP.
-func (a *app) wait() int {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
+func (a *app) wait(sigs chan os.Signal) int {
 	a.gm.ConfigLoaded()
 	a.log.Info("ready to serve", "config", displayName(a.path), "pid", os.Getpid())
 	for sig := range sigs {
