@@ -73,6 +73,33 @@ func (p *Proxy) reply(w io.Writer, status int, rec *record) {
 		status, http.StatusText(status), len(body), body)
 }
 
+// admitHTTP records the decision for an HTTP-speaking client (CONNECT or
+// forward proxy) and, if allowed, resolves the target and guards every
+// address. When it returns false it has answered the client (403, or 502
+// when resolution failed) and logged the outcome.
+func (p *Proxy) admitHTTP(rt *snapshot, client io.Writer, s source, t target, d decision, rec *record) ([]netip.Addr, bool) {
+	rec.dec = d
+	if !d.allow {
+		p.reply(client, http.StatusForbidden, rec)
+		p.logDecision(rec)
+		return nil, false
+	}
+	addrs, reason := p.resolve(rt, s, t, rec)
+	if reason == "" {
+		addrs, reason = p.guard(rt, s, t, d, addrs)
+	}
+	if reason != "" {
+		status := http.StatusForbidden
+		if reason == ReasonDNSFailed {
+			status = http.StatusBadGateway
+		}
+		p.reply(client, status, rec)
+		p.deny(rec, reason, nil)
+		return nil, false
+	}
+	return addrs, true
+}
+
 func (p *Proxy) handleConnect(rt *snapshot, c *conn, client net.Conn, br *bufio.Reader, req *http.Request, s source, rec *record) {
 	host, ip, port, err := parseTarget(req.RequestURI)
 	if err != nil {
@@ -102,23 +129,8 @@ func (p *Proxy) handleConnect(rt *snapshot, c *conn, client net.Conn, br *bufio.
 			d, t = dp, plain
 		}
 	}
-	rec.dec = d
-	if !d.allow {
-		p.reply(client, http.StatusForbidden, rec)
-		p.logDecision(rec)
-		return
-	}
-	addrs, reason := p.resolve(rt, s, t, rec)
-	if reason == "" {
-		addrs, reason = p.guard(rt, s, t, d, addrs)
-	}
-	if reason != "" {
-		status := http.StatusForbidden
-		if reason == ReasonDNSFailed {
-			status = http.StatusBadGateway
-		}
-		p.reply(client, status, rec)
-		p.deny(rec, reason, nil)
+	addrs, ok := p.admitHTTP(rt, client, s, t, d, rec)
+	if !ok {
 		return
 	}
 	if _, err := io.WriteString(client, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {

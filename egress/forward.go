@@ -51,23 +51,8 @@ func (p *Proxy) handleForward(rt *snapshot, c *conn, client net.Conn, br *bufio.
 		rec.host = t.name
 	}
 	d := rt.decide(s, t)
-	rec.dec = d
-	if !d.allow {
-		p.reply(client, http.StatusForbidden, rec)
-		p.logDecision(rec)
-		return
-	}
-	addrs, reason := p.resolve(rt, s, t, rec)
-	if reason == "" {
-		addrs, reason = p.guard(rt, s, t, d, addrs)
-	}
-	if reason != "" {
-		status := http.StatusForbidden
-		if reason == ReasonDNSFailed {
-			status = http.StatusBadGateway
-		}
-		p.reply(client, status, rec)
-		p.deny(rec, reason, nil)
+	addrs, ok := p.admitHTTP(rt, client, s, t, d, rec)
+	if !ok {
 		return
 	}
 	up, err := p.dial(rt, addrs, port, rec)
