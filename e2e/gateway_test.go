@@ -144,6 +144,23 @@ func (g *gw) write(conf string) {
 	}
 }
 
+// waitLog waits (up to 10 s) until the gateway's log matches re. Log
+// lines are written after the response reaches the client (the access
+// log, the egress close record), so a check right after a request races
+// with the writer.
+func (g *gw) waitLog(re string) bool {
+	rx := regexp.MustCompile(re)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if rx.MatchString(g.logs.String()) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (g *gw) adminURL(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", g.admin, path) }
 func (g *gw) url(path string) string      { return fmt.Sprintf("https://localhost:%d%s", g.port, path) }
 func (g *gw) caFile() string              { return filepath.Join(g.dir, "state", "ca", "root.pem") }
@@ -329,7 +346,7 @@ func TestCurlH1H2AndForwardedHeaders(t *testing.T) {
 		t.Fatalf("GET /api/admin: %d", resp.StatusCode)
 	}
 	// The access log records the request with its route and upstream.
-	if !regexp.MustCompile(`"route":"api".*"upstream":"echo"`).MatchString(g.logs.String()) {
+	if !g.waitLog(`"route":"api".*"upstream":"echo"`) {
 		t.Fatalf("no access log line for route api")
 	}
 }
@@ -507,7 +524,7 @@ func TestReloadUnderLoadWithSIGHUP(t *testing.T) {
 	if resp.StatusCode != 200 || string(b) != "A" {
 		t.Fatalf("after a refused reload: %d %q", resp.StatusCode, b)
 	}
-	if !strings.Contains(g.logs.String(), `routes[0].upstream: upstream \"ehco\" is not defined (did you mean \"echo\"?)`) {
+	if !g.waitLog(regexp.QuoteMeta(`routes[0].upstream: upstream \"ehco\" is not defined (did you mean \"echo\"?)`)) {
 		t.Fatalf("the refusal does not name the key and the fix")
 	}
 }

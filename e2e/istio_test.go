@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -151,9 +152,8 @@ func TestIstioWalkthrough(t *testing.T) {
 	if code, _, _ := curlStatus(t, g, "/details/1", bearer(token)); code != 200 {
 		t.Fatalf("other path after the DENY: %d", code)
 	}
-	logs := g.logs.String()
 	for _, want := range []string{`"decision":"deny","policy":"deny-secret"`, `"request_principal":"testing@secure.istio.io/testing@secure.istio.io"`, `"reason":"jwt_`} {
-		if !strings.Contains(logs, want) {
+		if !g.waitLog(regexp.QuoteMeta(want)) {
 			t.Fatalf("access log lacks %s", want)
 		}
 	}

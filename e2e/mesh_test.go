@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -113,9 +114,8 @@ routes:
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("upstream with the wrong SPIFFE ID: %d, want 502", resp.StatusCode)
 	}
-	logs := g.logs.String()
 	for _, want := range []string{"spiffe://example.org/ns/default/sa/details", "spiffe://example.org/ns/default/sa/ratings"} {
-		if !strings.Contains(logs, want) {
+		if !g.waitLog(regexp.QuoteMeta(want)) {
 			t.Fatalf("the log does not name %s", want)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -126,9 +127,8 @@ egress:
 	if body, err := get("metadata.test"); err == nil {
 		t.Fatalf("an allowlisted name resolving to the metadata address went through: %q", body)
 	}
-	logs := g.logs.String()
 	for _, want := range []string{`"reason":"not_allowlisted"`, `"reason":"metadata_address"`} {
-		if !strings.Contains(logs, want) {
+		if !g.waitLog(regexp.QuoteMeta(want)) {
 			t.Fatalf("egress decision log lacks %s", want)
 		}
 	}
