@@ -60,7 +60,6 @@ func TestTestSSL(t *testing.T) {
 var knownH2specFailures = map[string]string{
 	"http2/4.2: Sends a large size HEADERS frame that exceeds the SETTINGS_MAX_FRAME_SIZE":                            "net/http answers instead of FRAME_SIZE_ERROR",
 	"http2/6.5.3: Sends multiple values of SETTINGS_INITIAL_WINDOW_SIZE":                                              "net/http closes the connection",
-	"http2/6.9.1: Sends multiple WINDOW_UPDATE frames increasing the flow control window to above 2^31-1 on a stream": "RST_STREAM with another code",
 	"http2/8.1.2.2: Sends a HEADERS frame that contains the connection-specific header field":                         "ztgate answers 400, not a PROTOCOL_ERROR reset",
 	`http2/8.1.2.2: Sends a HEADERS frame that contains the TE header field with any value other than "trailers"`:     "ztgate answers 400, not a PROTOCOL_ERROR reset",
 }
@@ -72,7 +71,19 @@ func TestH2spec(t *testing.T) {
 	}
 	h2spec := testenv.Tool(t, "h2spec")
 	up, _, _ := echoUpstream(t)
-	g := startGW(t, baseConfig(up, "ok"))
+	// Every request goes to an upstream that reads the request body
+	// before it answers. With a direct response the handler may finish
+	// before a malformed body arrives, and whether the stream error is
+	// still sent then depends on timing (h2spec 8.1.2.6).
+	g := startGW(t, func(g *gw) string {
+		return fmt.Sprintf(`
+storage: %s/state
+admin: { address: "127.0.0.1:%d" }
+listeners: [{ name: public, address: "127.0.0.1:%d", protocols: [h1, h2], tls: { names: [localhost, 127.0.0.1] } }]
+upstreams: [{ name: echo, endpoints: ["%s"] }]
+routes: [{ name: all, upstream: echo }]
+`, g.dir, g.admin, g.port, up)
+	})
 	report := filepath.Join(t.TempDir(), "h2spec.xml")
 	// -k: the checker does not verify the server certificate (a test tool).
 	out, _ := exec.Command(h2spec, "-h", "127.0.0.1", "-p", fmt.Sprint(g.port), "-t", "-k", "-o", "5", "-j", report).CombinedOutput()
@@ -107,6 +118,9 @@ func TestH2spec(t *testing.T) {
 				}
 			case c.Skipped == nil:
 				passed++
+				if why, known := knownH2specFailures[c.Package+": "+c.Name]; known {
+					t.Logf("known deviation passed this time: %s: %s (%s)", c.Package, c.Name, why)
+				}
 			}
 		}
 	}

@@ -243,6 +243,9 @@ func echoUpstream(t *testing.T) (addr string, hold chan struct{}, held chan stru
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Read the whole request body first, as most services do: the
+		// gateway's stream stays open until the client has sent it.
+		io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
 		if r.URL.Path == "/slow" {
 			held <- struct{}{}
 			<-hold
