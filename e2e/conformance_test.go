@@ -58,10 +58,10 @@ func TestTestSSL(t *testing.T) {
 // error answered less strictly than RFC 9113 asks. A new failure outside
 // this list fails the test.
 var knownH2specFailures = map[string]string{
-	"http2/4.2: Sends a large size HEADERS frame that exceeds the SETTINGS_MAX_FRAME_SIZE":                            "net/http answers instead of FRAME_SIZE_ERROR",
-	"http2/6.5.3: Sends multiple values of SETTINGS_INITIAL_WINDOW_SIZE":                                              "net/http closes the connection",
-	"http2/8.1.2.2: Sends a HEADERS frame that contains the connection-specific header field":                         "ztgate answers 400, not a PROTOCOL_ERROR reset",
-	`http2/8.1.2.2: Sends a HEADERS frame that contains the TE header field with any value other than "trailers"`:     "ztgate answers 400, not a PROTOCOL_ERROR reset",
+	"http2/4.2: Sends a large size HEADERS frame that exceeds the SETTINGS_MAX_FRAME_SIZE":                        "net/http answers instead of FRAME_SIZE_ERROR",
+	"http2/6.5.3: Sends multiple values of SETTINGS_INITIAL_WINDOW_SIZE":                                          "net/http closes the connection",
+	"http2/8.1.2.2: Sends a HEADERS frame that contains the connection-specific header field":                     "ztgate answers 400, not a PROTOCOL_ERROR reset",
+	`http2/8.1.2.2: Sends a HEADERS frame that contains the TE header field with any value other than "trailers"`: "ztgate answers 400, not a PROTOCOL_ERROR reset",
 }
 
 // TestH2spec runs the HTTP/2 conformance suite against a listener.
