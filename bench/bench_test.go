@@ -62,14 +62,14 @@ func TestBenchSmoke(t *testing.T) {
 		"handshake-ecdsa/nginx", "handshake-rsa/haproxy", "proxy-h1/ztgate", "proxy-h2/caddy",
 		"jwt-h1/haproxy jwt", "h3/caddy", "h3/ztgate",
 		"egress-conn/direct", "egress-conn/nginx", "egress-conn/haproxy", "egress-bulk/nginx", "egress-bulk/haproxy",
-		"dns/coredns", "dns/dnsmasq", "memory/ztgate", "memory/nginx", "memory/haproxy", "memory/caddy", "reload/ztgate",
+		"dns/coredns", "dns/dnsmasq", "dns-miss/coredns", "dns-miss/dnsmasq", "memory/ztgate", "memory/nginx", "memory/haproxy", "memory/caddy", "reload/ztgate",
 	} {
 		if !strings.Contains(string(out), " "+want) {
 			t.Errorf("smoke output lacks %s", want)
 		}
 	}
 	// ztgate's scenarios either ran or say why not.
-	for _, sc := range []string{"jwt-h1/ztgate jwt nocache", "jwt-h1/ztgate chain", "egress-conn/ztgate", "dns/ztgate detect", "dns/ztgate nodetect"} {
+	for _, sc := range []string{"jwt-h1/ztgate jwt nocache", "jwt-h1/ztgate chain", "egress-conn/ztgate", "dns/ztgate detect", "dns/ztgate nodetect", "dns-miss/ztgate detect"} {
 		if !strings.Contains(string(out), " "+sc) && !strings.Contains(string(out), sc+": not available in this build") {
 			t.Errorf("smoke output says nothing of %s", sc)
 		}

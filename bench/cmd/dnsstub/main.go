@@ -3,6 +3,9 @@
 //
 //   - A queries for the names in -names (one per line; "name ip") with
 //     that address and TTL -ttl;
+//   - A queries for any name under -wildcard (e.g. "miss.test") with
+//     192.0.2.1, so that a query file of fresh names measures cache
+//     misses;
 //   - NXDOMAIN for every other name, NODATA for other types of a known
 //     name.
 //
@@ -25,12 +28,18 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:27310", "UDP and TCP address to serve")
 	names := flag.String("names", "", `file of "name ip" lines`)
 	ttl := flag.Uint("ttl", 3600, "TTL of every answer")
+	wildcard := flag.String("wildcard", "", "answer A queries for every name under this zone")
 	flag.Parse()
 	table, err := load(*names)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dnsstub:", err)
 		os.Exit(2)
 	}
+	suffix := ""
+	if *wildcard != "" {
+		suffix = "." + dns.Fqdn(strings.ToLower(*wildcard))
+	}
+	wildIP := net.IPv4(192, 0, 2, 1).To4()
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(q)
@@ -41,7 +50,11 @@ func main() {
 			return
 		}
 		qq := q.Question[0]
-		ip, ok := table[strings.ToLower(qq.Name)]
+		name := strings.ToLower(qq.Name)
+		ip, ok := table[name]
+		if !ok && suffix != "" && strings.HasSuffix(name, suffix) {
+			ip, ok = wildIP, true
+		}
 		switch {
 		case !ok:
 			m.Rcode = dns.RcodeNameError

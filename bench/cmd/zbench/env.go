@@ -36,23 +36,27 @@ const (
 	deniedName   = "denied.test"  // resolves, but no proxy allows it
 	allowNames   = 1000           // svcN.allowed.example, plus allowed.test
 	dnsNames     = 500            // www.siteN.test: one name per registered domain
+	missNames    = 500000         // dns-miss: fresh names, more than one run sends
+	missZone     = "miss-test"    // a TLD of its own: dM.miss-test are registered domains
 )
 
 // env is what every scenario shares: certificates, the upstream, the
 // egress origin, the DNS stub, the JWT material, peers.
 type env struct {
-	dir      string
-	ca       string // CA PEM for clients
-	certs    map[string]certPair
-	peers    []*peer
-	versions map[string]string
-	origin   *proc
-	upstream *proc
-	stub     *proc
-	jwt      jwtMaterial
-	allow    []string // the egress allowlist (1,001 names)
-	allowLst string   // the allowlist, one name a line (haproxy -f)
-	queries  string   // dnsperf query file
+	dir         string
+	ca          string // CA PEM for clients
+	certs       map[string]certPair
+	peers       []*peer
+	versions    map[string]string
+	origin      *proc
+	upstream    *proc
+	stub        *proc
+	jwt         jwtMaterial
+	allow       []string // the egress allowlist (1,001 names)
+	allowLst    string   // the allowlist, one name a line (haproxy -f)
+	queries     string   // dnsperf query file
+	missQueries string   // dnsperf query file of fresh names (dns-miss)
+	missProbe   string   // a few other fresh names: dns-miss's readiness check
 }
 
 type certPair struct{ cert, key, combined string }
@@ -105,6 +109,24 @@ func (e *env) writeNames() error {
 	if err := os.WriteFile(e.queries, []byte(q.String()), 0o644); err != nil {
 		return err
 	}
+	// Cache misses: every query a fresh name, ten per registered domain
+	// (xN.dM.miss-test), so that no tunnel-detection window fills up.
+	var miss strings.Builder
+	for i := 0; i < missNames; i++ {
+		fmt.Fprintf(&miss, "x%d.d%d.%s A\n", i, i%(missNames/10), missZone)
+	}
+	e.missQueries = filepath.Join(e.dir, "queries-miss.txt")
+	if err := os.WriteFile(e.missQueries, []byte(miss.String()), 0o644); err != nil {
+		return err
+	}
+	var probe strings.Builder
+	for i := 0; i < 20; i++ {
+		fmt.Fprintf(&probe, "probe%d.p.%s A\n", i, missZone)
+	}
+	e.missProbe = filepath.Join(e.dir, "queries-miss-probe.txt")
+	if err := os.WriteFile(e.missProbe, []byte(probe.String()), 0o644); err != nil {
+		return err
+	}
 	return os.WriteFile(filepath.Join(e.dir, "zone.txt"), []byte(zone.String()), 0o644)
 }
 
@@ -116,7 +138,7 @@ func (e *env) startStub(r *runner) error {
 	}
 	var err error
 	e.stub, err = r.spawn("dnsstub", "0", nil, abs(r.o.dnsstub), "-addr", fmt.Sprintf("127.0.0.1:%d", stubPort),
-		"-names", filepath.Join(e.dir, "zone.txt"))
+		"-names", filepath.Join(e.dir, "zone.txt"), "-wildcard", missZone)
 	if err != nil {
 		return err
 	}

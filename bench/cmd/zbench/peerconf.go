@@ -52,7 +52,7 @@ func ztgateYAML(r *runner, sc scenario, t *target, generation int) string {
       ports: [%d]
 `, t.port, stubPort, yamlList(r.env.allow), originPort)
 		return b.String()
-	case "dns":
+	case "dns", "dns-miss":
 		mode := "block"
 		if t.variant == "nodetect" {
 			mode = "off"
@@ -360,6 +360,7 @@ no-hosts
 no-poll
 server=127.0.0.1#%d
 cache-size=10000
+dns-forward-max=10000
 pid-file=
 `, t.port, stubPort)), 0o644)
 }

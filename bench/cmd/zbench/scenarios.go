@@ -107,6 +107,11 @@ func scenarios() []scenario {
 			unit: "query", portOffset: 53, peers: []string{"ztgate", "coredns", "dnsmasq"},
 			variants: map[string][]string{"ztgate": {"detect", "nodetect"}},
 			ref:      "detect", feature: "dnsguard", profile: true, noWarmup: true, load: dnsperfLoad, prepare: warmDNS},
+		{name: "dns-miss", title: "DNS cache misses over UDP (dnsperf -c 4 -T 1 -q 200): every query is a new name (xN.dM.miss-test, ten per registered domain dM.miss-test), " +
+			"so each one goes to the upstream stub on CPU 0; a fresh server per run. ztgate dnsguard with tunneling detection on (`detect`) and off (`nodetect`)",
+			unit: "query", portOffset: 53, peers: []string{"ztgate", "coredns", "dnsmasq"},
+			variants: map[string][]string{"ztgate": {"detect", "nodetect"}},
+			ref:      "detect", feature: "dnsguard", profile: true, noWarmup: true, load: dnsperfMissLoad, prepare: checkMissDNS},
 		{name: "memory", title: "Resident memory holding idle TLS 1.3 keep-alive connections (bench/cmd/idleconns: one GET each, then idle; " +
 			"RSS sampled after they are all up; a second GET on each at the end proves they were kept)",
 			unit: "KiB/conn", portOffset: 449, peers: allHTTP, kind: "memory"},
@@ -350,6 +355,35 @@ func dnsperfLoad(r *runner, t *target, d time.Duration) (loadResult, error) {
 		return loadResult{}, err
 	}
 	return parseDnsperf(out)
+}
+
+// dnsperfMissLoad is dnsperfLoad over fresh names: every query misses
+// the cache (dnsperf reads the file once, in order, within one run).
+func dnsperfMissLoad(r *runner, t *target, d time.Duration) (loadResult, error) {
+	out, err := r.client("dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(t.port), "-d", r.env.missQueries,
+		"-l", strconv.Itoa(secs(d)), "-c", r.conc(4, 1), "-T", "1", "-q", r.conc(200, 20))
+	if err != nil {
+		return loadResult{}, err
+	}
+	return parseDnsperf(out)
+}
+
+// checkMissDNS resolves a few fresh names (not in the measured file)
+// through the server: each must be answered NOERROR by the stub's
+// wildcard, so that the measured queries are real upstream round trips.
+func checkMissDNS(r *runner, t *target) error {
+	out, err := r.client("dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(t.port), "-d", r.env.missProbe, "-n", "1", "-c", "1", "-q", "20")
+	if err != nil {
+		return err
+	}
+	lr, err := parseDnsperf(out)
+	if err != nil {
+		return err
+	}
+	if lr.errors > 0 {
+		return fmt.Errorf("fresh names: %d of %d queries lost or not NOERROR:\n%s", lr.errors, lr.ops, out)
+	}
+	return nil
 }
 
 var (
