@@ -42,12 +42,12 @@ bench-tools:
 	for t in $(BENCH_TOOLS); do $(GO) build -o bin/$$t ./bench/cmd/$$t || exit 1; done
 
 bench: deps build bench-tools
-	./bin/zbench -cmd "make bench" -rounds 3 -d 8s -warmup 1s
+	./bin/zbench -cmd "make bench" -rounds 3 -d 7s -warmup 1s
 
 ## bench-quick: a 2-minute subset (one round of 2 s runs; no memory or reload) into bench/results/quick.
 bench-quick: deps build bench-tools
 	./bin/zbench -cmd "make bench-quick" -rounds 1 -d 2s -warmup 0s -out bench/results/quick \
-		-scenarios handshake-ecdsa,handshake-rsa,proxy-h1,proxy-h2,jwt-h1,h3,egress-conn,egress-bulk,dns
+		-scenarios handshake-ecdsa,handshake-rsa,proxy-h1,proxy-h2,jwt-h1,h3,egress-conn,egress-bulk,dns,dns-miss
 
 clean:
 	rm -rf bin
