@@ -3,7 +3,6 @@ package egress
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/netip"
 	"time"
 
@@ -39,38 +38,4 @@ type Deps struct {
 	Resolved ResolvedChecker
 	// Now is the clock for durations; nil uses time.Now.
 	Now func() time.Time
-}
-
-// netResolver is the Resolver used when no dnsguard is wired in.
-type netResolver struct {
-	r       *net.Resolver
-	timeout time.Duration
-}
-
-func newNetResolver(address string, timeout time.Duration) *netResolver {
-	r := &net.Resolver{PreferGo: true}
-	if address != "" {
-		d := net.Dialer{Timeout: timeout}
-		r.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, network, address)
-		}
-	}
-	return &netResolver{r: r, timeout: timeout}
-}
-
-func (n *netResolver) Resolve(ctx context.Context, _ netip.Addr, name string) ([]netip.Addr, error) {
-	ctx, cancel := context.WithTimeout(ctx, n.timeout)
-	defer cancel()
-	addrs, err := n.r.LookupNetIP(ctx, "ip", name)
-	for i := range addrs {
-		addrs[i] = addrs[i].Unmap()
-	}
-	return addrs, err
-}
-
-// NetResolver returns the Resolver egress uses without a DNS guard: a
-// net.Resolver aimed at address (empty: the system configuration), each
-// resolution bounded by timeout.
-func NetResolver(address string, timeout time.Duration) Resolver {
-	return newNetResolver(address, timeout)
 }
