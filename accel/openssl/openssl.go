@@ -8,8 +8,8 @@
 //
 // Memory rules: C never keeps a Go pointer (digests and output buffers
 // are passed for the duration of one call); every EVP_PKEY is freed by
-// a cleanup when its Key becomes unreachable, every EVP_PKEY_CTX before
-// the call that made it returns. The library itself is never dlclosed:
+// a cleanup when its Key becomes unreachable, together with the signing
+// contexts (EVP_PKEY_CTX) kept idle for it. The library itself is never dlclosed:
 // OpenSSL's atexit handlers must find it.
 package openssl
 
@@ -166,15 +166,27 @@ static void *zt_import(const unsigned char *der, long len, const char *propq, in
 
 static void zt_free(void *k) { p_pkey_free(k); }
 
-// zt_sign signs tbs (a digest) with k. pad: 0 none (ECDSA), 1 PKCS#1
-// v1.5, 6 PSS. md may be NULL for ECDSA.
-static int zt_sign(void *k, const char *propq, int pad, const char *md, int saltlen,
-                   const unsigned char *tbs, size_t tbslen,
-                   unsigned char *sig, size_t *siglen, char *err, size_t errlen) {
+// zt_sctx is a signing context: an EVP_PKEY_CTX with its padding,
+// digest and salt length set once, reused for every signature with the
+// same parameters (OpenSSL 3 fetches the algorithm, the digest and the
+// key's provider data when a context is made; a signature on a ready
+// context does none of that). A context is used by one thread at a time.
+typedef struct {
+	void *ctx;
+	char err[256];
+} zt_sctx;
+
+// zt_sctx_new makes a signing context for k. pad: 0 none (ECDSA), 1
+// PKCS#1 v1.5, 6 PSS. md may be NULL for ECDSA. NULL with err set on
+// failure.
+static zt_sctx *zt_sctx_new(void *k, const char *propq, int pad, const char *md, int saltlen,
+                            char *err, size_t errlen) {
 	err[0] = 0;
 	p_err_clear();
+	zt_sctx *s = calloc(1, sizeof(zt_sctx));
+	if (s == NULL) { snprintf(err, errlen, "out of memory"); return NULL; }
 	void *ctx = p_ctx_new(NULL, k, propq);
-	if (ctx == NULL) { zt_errors(err, errlen); return 0; }
+	if (ctx == NULL) { zt_errors(err, errlen); free(s); return NULL; }
 	int ok = p_sign_init(ctx) == 1;
 	const void *m = NULL;
 	if (ok && md != NULL) {
@@ -184,10 +196,28 @@ static int zt_sign(void *k, const char *propq, int pad, const char *md, int salt
 	if (ok && pad != 0) ok = p_set_padding(ctx, pad) > 0;
 	if (ok && m != NULL) ok = p_set_md(ctx, m) > 0;
 	if (ok && pad == 6) ok = p_set_saltlen(ctx, saltlen) > 0 && p_set_mgf1(ctx, m) > 0;
-	if (ok) ok = p_sign(ctx, sig, siglen, tbs, tbslen) == 1;
-	if (!ok) zt_errors(err, errlen);
-	p_ctx_free(ctx);
-	return ok;
+	if (!ok) {
+		zt_errors(err, errlen);
+		p_ctx_free(ctx);
+		free(s);
+		return NULL;
+	}
+	s->ctx = ctx;
+	return s;
+}
+
+static void zt_sctx_free(zt_sctx *s) {
+	p_ctx_free(s->ctx);
+	free(s);
+}
+
+// zt_sctx_sign signs tbs (a digest). On failure s->err says why.
+static int zt_sctx_sign(zt_sctx *s, const unsigned char *tbs, size_t tbslen,
+                        unsigned char *sig, size_t *siglen) {
+	if (p_sign(s->ctx, sig, siglen, tbs, tbslen) == 1) return 1;
+	s->err[0] = 0;
+	zt_errors(s->err, sizeof(s->err));
+	return 0;
 }
 */
 import "C"
@@ -303,11 +333,74 @@ func (p *Provider) Library() string { return p.lib }
 
 // Key is an EVP_PKEY held by libcrypto.
 type Key struct {
-	pkey unsafe.Pointer
+	st   *keyState
 	size int
 	pub  crypto.PublicKey
 	rsa  bool
 	p    *Provider
+}
+
+// keyState is the C side of a Key: the EVP_PKEY and the idle signing
+// contexts made for it, freed together by a cleanup when the Key becomes
+// unreachable (so it must not point back to the Key).
+type keyState struct {
+	pkey unsafe.Pointer
+	mu   sync.Mutex
+	idle []idleCtx
+	max  int // idle contexts kept per parameter set
+}
+
+// ctxParams are the parameters a signing context is made with.
+type ctxParams struct {
+	pad, salt int
+	md        *C.char
+}
+
+type idleCtx struct {
+	p ctxParams
+	s *C.zt_sctx
+}
+
+// get returns an idle context made with p, or nil.
+func (st *keyState) get(p ctxParams) *C.zt_sctx {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for i := len(st.idle) - 1; i >= 0; i-- {
+		if st.idle[i].p == p {
+			s := st.idle[i].s
+			st.idle = slices.Delete(st.idle, i, i+1)
+			return s
+		}
+	}
+	return nil
+}
+
+// put keeps s for the next signature with p, or frees it when max
+// contexts with p are already idle (more signed at once than usual).
+func (st *keyState) put(p ctxParams, s *C.zt_sctx) {
+	st.mu.Lock()
+	n := 0
+	for _, c := range st.idle {
+		if c.p == p {
+			n++
+		}
+	}
+	if n < st.max {
+		st.idle = append(st.idle, idleCtx{p, s})
+		s = nil
+	}
+	st.mu.Unlock()
+	if s != nil {
+		C.zt_sctx_free(s)
+	}
+}
+
+func (st *keyState) free() {
+	for _, c := range st.idle {
+		C.zt_sctx_free(c.s)
+	}
+	st.idle = nil
+	C.zt_free(st.pkey)
 }
 
 // Import copies key into libcrypto once. The DER copy in Go memory is
@@ -333,10 +426,15 @@ func (p *Provider) Import(key crypto.Signer) (*Key, error) {
 	if k == nil {
 		return nil, fmt.Errorf("openssl: import key: %s", orUnknown(cstr(errb)))
 	}
-	out := &Key{pkey: k, size: int(size), pub: key.Public(), rsa: isRSA, p: p}
-	runtime.AddCleanup(out, func(k unsafe.Pointer) { C.zt_free(k) }, k)
+	st := &keyState{pkey: k, max: min(max(2*runtime.GOMAXPROCS(0), 4), maxIdlePerParams)}
+	out := &Key{st: st, size: int(size), pub: key.Public(), rsa: isRSA, p: p}
+	runtime.AddCleanup(out, (*keyState).free, st)
 	return out, nil
 }
+
+// maxIdlePerParams bounds the signing contexts a key keeps per parameter
+// set (each holds a few hundred bytes of OpenSSL state).
+const maxIdlePerParams = 64
 
 // Public returns the key's public half.
 func (k *Key) Public() crypto.PublicKey { return k.pub }
@@ -384,17 +482,32 @@ func (k *Key) Sign(digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 			}
 		}
 	}
+	cp := ctxParams{pad: pad, salt: salt, md: md}
+	st := k.st
+	sc := st.get(cp)
+	if sc == nil {
+		errb := make([]byte, 256)
+		sc = C.zt_sctx_new(st.pkey, k.p.propq, C.int(pad), md, C.int(salt),
+			(*C.char)(unsafe.Pointer(&errb[0])), C.size_t(len(errb)))
+		if sc == nil {
+			runtime.KeepAlive(k)
+			return nil, fmt.Errorf("openssl: sign: %s", orUnknown(cstr(errb)))
+		}
+	}
 	sig := make([]byte, k.size)
 	siglen := C.size_t(len(sig))
-	errb := make([]byte, 256)
-	ok := C.zt_sign(k.pkey, k.p.propq, C.int(pad), md, C.int(salt),
-		(*C.uchar)(unsafe.Pointer(&digest[0])), C.size_t(len(digest)),
-		(*C.uchar)(unsafe.Pointer(&sig[0])), &siglen,
-		(*C.char)(unsafe.Pointer(&errb[0])), C.size_t(len(errb)))
-	runtime.KeepAlive(k) // the cleanup must not free pkey mid-call
+	ok := C.zt_sctx_sign(sc, (*C.uchar)(unsafe.Pointer(&digest[0])), C.size_t(len(digest)),
+		(*C.uchar)(unsafe.Pointer(&sig[0])), &siglen)
 	if ok != 1 {
-		return nil, fmt.Errorf("openssl: sign: %s", orUnknown(cstr(errb)))
+		// A context whose signature failed is not reused: its state
+		// after an error is OpenSSL's business.
+		err := fmt.Errorf("openssl: sign: %s", orUnknown(C.GoString(&sc.err[0])))
+		C.zt_sctx_free(sc)
+		runtime.KeepAlive(k)
+		return nil, err
 	}
+	st.put(cp, sc)
+	runtime.KeepAlive(k) // the cleanup must not free pkey mid-call
 	return sig[:siglen], nil
 }
 
