@@ -26,6 +26,9 @@ type Authz struct {
 	// Empty (default) loads none.
 	PoliciesDir string `mapstructure:"policies_dir" json:"policies_dir,omitempty"`
 
+	// policyNames indexes Policies by name during one validation pass.
+	policyNames map[string]struct{}
+
 	// RegoTimeout is the default deadline of one Rego evaluation
 	// (default 100ms). An evaluation past it denies.
 	RegoTimeout time.Duration `mapstructure:"rego_timeout" json:"rego_timeout"`
@@ -348,16 +351,22 @@ func (p *Policy) validate(v *validator, providers []string) {
 // checkPolicyRef records a reference to a policy that does not exist.
 // With policies_dir set, a name may come from an Istio document there,
 // which only authz.New reads; it checks the reference again.
+// The names are indexed once per validation pass (Config.validate resets
+// the index): 10,000 routes each naming a policy would otherwise scan
+// every policy each, and a reload with both took seconds.
 func (a *Authz) checkPolicyRef(v *validator, name string) {
+	if a.policyNames == nil {
+		a.policyNames = make(map[string]struct{}, len(a.Policies))
+		for _, p := range a.Policies {
+			a.policyNames[p.Name] = struct{}{}
+		}
+	}
+	if _, ok := a.policyNames[name]; ok || a.PoliciesDir != "" {
+		return
+	}
 	names := make([]string, len(a.Policies))
 	for i, p := range a.Policies {
 		names[i] = p.Name
-		if p.Name == name {
-			return
-		}
-	}
-	if a.PoliciesDir != "" {
-		return
 	}
 	v.reference("", "policy", name, names)
 }
