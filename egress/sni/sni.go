@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Errors returned by Read and Parse. They are wrapped with detail; test
@@ -60,6 +61,8 @@ type Hello struct {
 	// Raw holds every byte read from the connection, to be replayed to
 	// the destination before splicing.
 	Raw []byte
+
+	hdr [recordHeaderLen]byte // scratch for Read (a local would escape to the heap)
 }
 
 // Read reads the TLS records carrying one ClientHello from r and parses
@@ -68,44 +71,56 @@ type Hello struct {
 // far are in the returned Hello's Raw (never nil Hello).
 func Read(r io.Reader, max int) (*Hello, error) {
 	h := &Hello{}
-	var msg []byte // the reassembled handshake message
-	var hdr [recordHeaderLen]byte
+	// msg is the reassembled handshake message. For the usual ClientHello
+	// in one record it is that record's body inside Raw (no copy); its
+	// capacity is clipped, so a second record makes append copy it out.
+	var msg []byte
+	hdr := h.hdr[:]
 	need := -1 // total message length once known
 	for records := 0; ; records++ {
 		if records == maxRecords {
 			return h, fmt.Errorf("%w: spread over more than %d records", ErrTooLarge, maxRecords)
 		}
-		if k, err := io.ReadFull(r, hdr[:]); err != nil {
+		if k, err := io.ReadFull(r, hdr); err != nil {
 			h.Raw = append(h.Raw, hdr[:k]...)
 			if records == 0 && k == 0 {
 				return h, fmt.Errorf("%w: connection closed before any byte", ErrTruncated)
 			}
 			return h, fmt.Errorf("%w: record header: %v", ErrTruncated, err)
 		}
-		h.Raw = append(h.Raw, hdr[:]...)
 		if hdr[0] != recordHandshake {
+			h.Raw = append(h.Raw, hdr...)
 			if records == 0 {
 				return h, fmt.Errorf("%w: first byte 0x%02x (want 0x16)", ErrNotTLS, hdr[0])
 			}
 			return h, fmt.Errorf("%w: record type %d inside the ClientHello", ErrMalformed, hdr[0])
 		}
 		if hdr[1] != 3 {
+			h.Raw = append(h.Raw, hdr...)
 			return h, fmt.Errorf("%w: record version %d.%d", ErrNotTLS, hdr[1], hdr[2])
 		}
 		n := int(binary.BigEndian.Uint16(hdr[3:5]))
 		switch {
 		case n == 0:
+			h.Raw = append(h.Raw, hdr...)
 			return h, fmt.Errorf("%w: empty handshake record", ErrMalformed)
 		case n > maxRecordPayload:
+			h.Raw = append(h.Raw, hdr...)
 			return h, fmt.Errorf("%w: record of %d bytes (limit %d)", ErrMalformed, n, maxRecordPayload)
 		}
-		start := len(h.Raw)
-		h.Raw = append(h.Raw, make([]byte, n)...)
+		start := len(h.Raw) + recordHeaderLen
+		h.Raw = append(slices.Grow(h.Raw, recordHeaderLen+n), hdr...)
+		h.Raw = h.Raw[:start+n]
 		if k, err := io.ReadFull(r, h.Raw[start:]); err != nil {
 			h.Raw = h.Raw[:start+k]
 			return h, fmt.Errorf("%w: record body: %v", ErrTruncated, err)
 		}
-		msg = append(msg, h.Raw[start:]...)
+		body := h.Raw[start : start+n : start+n]
+		if msg == nil {
+			msg = body
+		} else {
+			msg = append(msg, body...)
+		}
 		if need < 0 && len(msg) >= 4 {
 			if msg[0] != typeClientHello {
 				return h, fmt.Errorf("%w: handshake type %d", ErrNotClientHello, msg[0])
@@ -200,7 +215,7 @@ func parseBody(h *Hello, body []byte) error {
 	if r.bad || len(r.b) != 0 {
 		return fmt.Errorf("%w: extensions length does not match the message", ErrMalformed)
 	}
-	seen := make(map[int]bool, 24)
+	var seen extSet
 	for len(exts.b) > 0 {
 		typ := exts.u16()
 		data := exts.vec16()
@@ -209,10 +224,9 @@ func parseBody(h *Hello, body []byte) error {
 		}
 		// RFC 8446 4.2: no extension type may appear twice. A second
 		// server_name is how SNI smuggling would hide the real name.
-		if seen[typ] {
+		if !seen.add(uint16(typ)) {
 			return fmt.Errorf("%w: extension %d appears twice", ErrMalformed, typ)
 		}
-		seen[typ] = true
 		switch typ {
 		case extServerName:
 			if err := parseServerName(h, data); err != nil {
@@ -225,6 +239,38 @@ func parseBody(h *Hello, body []byte) error {
 		}
 	}
 	return nil
+}
+
+// extSet records the extension types seen, without allocating for the
+// usual ClientHello: a bitmap for types below 64 and a small array for
+// the others (GREASE, ECH, renegotiation_info, ...).
+type extSet struct {
+	low  uint64
+	n    int
+	high [32]uint16
+	more []uint16 // beyond len(high): only odd hellos get here
+}
+
+// add records typ and reports false if it was already there.
+func (s *extSet) add(typ uint16) bool {
+	if typ < 64 {
+		bit := uint64(1) << typ
+		if s.low&bit != 0 {
+			return false
+		}
+		s.low |= bit
+		return true
+	}
+	if slices.Contains(s.high[:s.n], typ) || slices.Contains(s.more, typ) {
+		return false
+	}
+	if s.n < len(s.high) {
+		s.high[s.n] = typ
+		s.n++
+	} else {
+		s.more = append(s.more, typ)
+	}
+	return true
 }
 
 func parseServerName(h *Hello, data []byte) error {
