@@ -61,6 +61,14 @@ type decision struct {
 	reason Reason
 }
 
+// decisionName is the decision field's value.
+func (d decision) decisionName() string {
+	if d.allow {
+		return "allow"
+	}
+	return "deny"
+}
+
 func (d decision) ruleName() string {
 	if d.rule == nil {
 		return ""

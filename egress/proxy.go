@@ -86,6 +86,7 @@ func New(cfg *configs.Config, deps Deps) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("egress: metrics: %w", err)
 	}
+	rt.bind(m)
 	p := &Proxy{
 		log:       deps.Logger.With("component", "egress"),
 		m:         m,
@@ -167,6 +168,7 @@ func (p *Proxy) Apply(cfg *configs.Config) error {
 		p.m.reloads.WithLabelValues("failure").Inc()
 		return fmt.Errorf("egress: %w", err)
 	}
+	rt.bind(p.m)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closing {
@@ -289,11 +291,11 @@ func (p *Proxy) handle(key string, nc net.Conn) {
 		nc.Close()
 		return
 	}
-	p.m.active.WithLabelValues(lr.name).Inc()
+	lr.m.active.Inc()
 	defer func() {
 		c.closeAll()
 		p.release(c, src.Addr())
-		p.m.active.WithLabelValues(lr.name).Dec()
+		lr.m.active.Dec()
 		if !rec.decided {
 			// Every path decides; this is the fail-closed backstop.
 			rec.dec = decision{reason: ReasonBadRequest}

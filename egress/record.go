@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,13 +54,17 @@ type record struct {
 	up, down int64
 }
 
-func (r *record) attrs() []slog.Attr {
-	a := []slog.Attr{
+// maxAttrs is the most fields a record has.
+const maxAttrs = 20
+
+// appendAttrs appends the fields shared by the decision and close records.
+func (r *record) appendAttrs(a []slog.Attr) []slog.Attr {
+	a = append(a,
 		slog.Uint64(FieldConnID, r.id),
 		slog.String(FieldListener, r.listener.name),
-		slog.String(FieldMode, r.listener.mode.String()),
+		slog.String(FieldMode, r.listener.modeName),
 		slog.String(FieldSource, r.src.String()),
-	}
+	)
 	if r.identity != "" {
 		a = append(a, slog.String(FieldIdentity, r.identity))
 	}
@@ -75,20 +78,12 @@ func (r *record) attrs() []slog.Attr {
 		a = append(a, slog.Int(FieldPort, int(r.port)))
 	}
 	if len(r.resolved) > 0 {
-		s := make([]string, len(r.resolved))
-		for i, x := range r.resolved {
-			s[i] = x.String()
-		}
-		a = append(a, slog.String(FieldResolved, strings.Join(s, ",")))
+		a = append(a, slog.String(FieldResolved, joinAddrs(r.resolved)))
 	}
 	if r.dialled.IsValid() {
 		a = append(a, slog.String(FieldDialled, r.dialled.String()))
 	}
-	dec := "deny"
-	if r.dec.allow {
-		dec = "allow"
-	}
-	a = append(a, slog.String(FieldDecision, dec))
+	a = append(a, slog.String(FieldDecision, r.dec.decisionName()))
 	if n := r.dec.ruleName(); n != "" {
 		a = append(a, slog.String(FieldRule, n))
 	}
@@ -97,6 +92,21 @@ func (r *record) attrs() []slog.Attr {
 		a = append(a, slog.String(FieldError, r.err.Error()))
 	}
 	return a
+}
+
+// joinAddrs is strings.Join of the addresses' text, in one allocation.
+func joinAddrs(addrs []netip.Addr) string {
+	if len(addrs) == 1 {
+		return addrs[0].String()
+	}
+	b := make([]byte, 0, 16*len(addrs))
+	for i, x := range addrs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = x.AppendTo(b)
+	}
+	return string(b)
 }
 
 // metrics are registered once per Proxy and live for the process.
@@ -154,6 +164,55 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
+// listenerMetrics are one listener's series, bound once per compiled
+// config (WithLabelValues hashes its labels on every call; these do not).
+type listenerMetrics struct {
+	active   prometheus.Gauge
+	up, down prometheus.Counter
+	duration prometheus.Observer
+	allowed  prometheus.Counter
+	denied   map[Reason]prometheus.Counter // every reason in denyReasons
+	vec      *prometheus.CounterVec        // for a reason not bound above
+	name     string
+}
+
+// denyReasons are the reasons a decision record can carry with decision
+// deny; their series exist (at zero) from the start.
+var denyReasons = []Reason{
+	ReasonNotAllowlisted, ReasonDenyRule, ReasonPublicResolver, ReasonSNIMismatch, ReasonNoSNI,
+	ReasonECH, ReasonIPSNI, ReasonInvalidName, ReasonBadRequest, ReasonBadClientHello, ReasonPeekTimeout,
+	ReasonPrivate, ReasonMetadata, ReasonReserved, ReasonDNSFailed, ReasonDNSMismatch, ReasonNotViaDNSGuard,
+	ReasonNoOriginalDst, ReasonConnLimit, ReasonSourceLimit, ReasonDialFailed, ReasonShuttingDown,
+	ReasonClientTLSFailed, ReasonUnsupportedProto,
+}
+
+func (m *metrics) forListener(name string) *listenerMetrics {
+	lm := &listenerMetrics{
+		active:   m.active.WithLabelValues(name),
+		up:       m.bytes.WithLabelValues(name, "up"),
+		down:     m.bytes.WithLabelValues(name, "down"),
+		duration: m.duration.WithLabelValues(name),
+		allowed:  m.decisions.WithLabelValues(name, "allow", string(ReasonAllowed)),
+		denied:   make(map[Reason]prometheus.Counter, len(denyReasons)),
+		vec:      m.decisions,
+		name:     name,
+	}
+	for _, r := range denyReasons {
+		lm.denied[r] = m.decisions.WithLabelValues(name, "deny", string(r))
+	}
+	return lm
+}
+
+func (lm *listenerMetrics) decision(d decision) prometheus.Counter {
+	if d.allow {
+		return lm.allowed
+	}
+	if c, ok := lm.denied[d.reason]; ok {
+		return c
+	}
+	return lm.vec.WithLabelValues(lm.name, "deny", string(d.reason))
+}
+
 func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
 	if err := reg.Register(c); err != nil {
 		var are prometheus.AlreadyRegisteredError
@@ -170,11 +229,7 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 // logDecision writes the decision record and counts it.
 func (p *Proxy) logDecision(r *record) {
 	r.decided = true
-	dec := "deny"
-	if r.dec.allow {
-		dec = "allow"
-	}
-	p.m.decisions.WithLabelValues(r.listener.name, dec, string(r.dec.reason)).Inc()
+	r.listener.m.decision(r.dec).Inc()
 	if !r.dec.allow {
 		name := r.sni
 		if name == "" {
@@ -183,7 +238,8 @@ func (p *Proxy) logDecision(r *record) {
 		p.denied.add(name, r.port, r.dec.reason)
 	}
 	if p.log.Enabled(context.Background(), slog.LevelInfo) {
-		p.log.LogAttrs(context.Background(), slog.LevelInfo, MsgDecision, r.attrs()...)
+		var buf [maxAttrs]slog.Attr // on the stack: LogAttrs copies the fields
+		p.log.LogAttrs(context.Background(), slog.LevelInfo, MsgDecision, r.appendAttrs(buf[:0])...)
 	}
 }
 
@@ -191,12 +247,14 @@ func (p *Proxy) logDecision(r *record) {
 func (p *Proxy) logClose(r *record) {
 	d := p.now().Sub(r.start)
 	if r.dec.allow {
-		p.m.bytes.WithLabelValues(r.listener.name, "up").Add(float64(r.up))
-		p.m.bytes.WithLabelValues(r.listener.name, "down").Add(float64(r.down))
-		p.m.duration.WithLabelValues(r.listener.name).Observe(d.Seconds())
+		lm := r.listener.m
+		lm.up.Add(float64(r.up))
+		lm.down.Add(float64(r.down))
+		lm.duration.Observe(d.Seconds())
 	}
 	if p.log.Enabled(context.Background(), slog.LevelInfo) {
-		a := append(r.attrs(),
+		var buf [maxAttrs]slog.Attr
+		a := append(r.appendAttrs(buf[:0]),
 			slog.Int64(FieldBytesUp, r.up),
 			slog.Int64(FieldBytesDown, r.down),
 			slog.Float64(FieldDuration, d.Seconds()),

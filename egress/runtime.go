@@ -78,10 +78,21 @@ type snapshot struct {
 }
 
 type listenerRT struct {
-	name    string
-	address string
-	mode    Mode
-	tls     *tls.Config // non-nil for mTLS listeners
+	name     string
+	address  string
+	mode     Mode
+	modeName string      // mode.String(), for the records
+	tls      *tls.Config // non-nil for mTLS listeners
+	m        *listenerMetrics
+}
+
+// bind gives every listener its pre-bound metric series. The series live
+// in the process-lifetime collectors, so binding again after a reload
+// finds the same ones.
+func (rt *snapshot) bind(m *metrics) {
+	for _, lr := range rt.listeners {
+		lr.m = m.forListener(lr.name)
+	}
 }
 
 // listenerKey identifies a socket across reloads: its address, or for
@@ -137,7 +148,7 @@ func compile(cfg *configs.Config, deps *Deps) (*snapshot, error) {
 			errs = append(errs, fmt.Errorf("egress.listeners[%d]: %w", i, err))
 			continue
 		}
-		lr := &listenerRT{name: l.Name, address: l.Address, mode: m}
+		lr := &listenerRT{name: l.Name, address: l.Address, mode: m, modeName: m.String()}
 		if l.MTLS != nil {
 			tc, err := loadMTLS(l.MTLS)
 			if err != nil {
