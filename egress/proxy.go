@@ -10,9 +10,11 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/ztgate/ztgate/configs"
 )
@@ -125,7 +127,7 @@ func (p *Proxy) openLocked(rt *snapshot) error {
 		if _, ok := p.listeners[key]; ok {
 			continue
 		}
-		ln, err := net.Listen("tcp", lr.address)
+		ln, err := listenConfig.Listen(context.Background(), "tcp", lr.address)
 		if err != nil {
 			for _, l := range opened {
 				l.ln.Close()
@@ -140,6 +142,32 @@ func (p *Proxy) openLocked(rt *snapshot) error {
 		go p.serve(l)
 	}
 	return nil
+}
+
+// listenConfig sets TCP keep-alive once, on the listening socket: Linux
+// copies the options to every accepted socket, so Accept (KeepAlive -1)
+// does not set them again for each connection. The values are Go's
+// defaults for accepted connections.
+var listenConfig = net.ListenConfig{KeepAlive: -1, Control: setListenerOptions}
+
+func setListenerOptions(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		for _, o := range [...]struct{ level, name, value int }{
+			{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9},
+		} {
+			if serr = unix.SetsockoptInt(int(fd), o.level, o.name, o.value); serr != nil {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
 
 // Addr returns the bound address of the listener named name (useful when

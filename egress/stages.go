@@ -105,16 +105,22 @@ func (p *Proxy) guard(rt *snapshot, s source, t target, d decision, addrs []neti
 // maxDialAttempts bounds how many checked addresses one connection tries.
 const maxDialAttempts = 4
 
+// upstreamKeepAlive probes an idle destination after 30 s; interval and
+// count stay the kernel's, so dialling sets two socket options, not four.
+var upstreamKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: -1, Count: -1}
+
 // dial connects to the first checked address that answers.
 func (p *Proxy) dial(rt *snapshot, addrs []netip.Addr, port uint16, rec *record) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: rt.lim.DialTimeout, KeepAlive: 30 * time.Second}
+	d := net.Dialer{Timeout: rt.lim.DialTimeout, KeepAliveConfig: upstreamKeepAlive}
 	var errs []error
 	for i, a := range addrs {
 		if i == maxDialAttempts {
 			break
 		}
 		ap := netip.AddrPortFrom(a, port)
-		c, err := d.Dial("tcp", ap.String())
+		// (Dialer.DialTCP would save parsing the text, but with no local
+		// address it still binds the socket: one more system call.)
+		c, err := d.DialContext(context.Background(), "tcp", ap.String())
 		if err != nil {
 			errs = append(errs, err)
 			continue
