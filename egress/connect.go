@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ztgate/ztgate/egress/sni"
@@ -36,8 +37,9 @@ func (p *Proxy) handleProxyRequest(rt *snapshot, lr *listenerRT, c *conn, rec *r
 	}
 	client.SetReadDeadline(deadline)
 	limited := &io.LimitedReader{R: client, N: int64(rt.lim.MaxHeaderBytes)}
-	br := bufio.NewReaderSize(limited, 4096)
-	req, err := http.ReadRequest(br)
+	hr := newHeadReader(limited)
+	defer hr.release()
+	req, err := http.ReadRequest(hr.br)
 	if err != nil {
 		p.reply(client, http.StatusBadRequest, rec)
 		p.deny(rec, ReasonBadRequest, err)
@@ -46,13 +48,38 @@ func (p *Proxy) handleProxyRequest(rt *snapshot, lr *listenerRT, c *conn, rec *r
 	limited.N = math.MaxInt64 // the head is read; the rest is payload
 	switch {
 	case lr.mode == ModeConnect && req.Method == http.MethodConnect:
-		p.handleConnect(rt, c, client, br, req, s, rec)
+		p.handleConnect(rt, c, client, &hr, req, s, rec)
 	case lr.mode == ModeHTTP && req.Method != http.MethodConnect:
-		p.handleForward(rt, c, client, br, req, s, rec)
+		p.handleForward(rt, c, client, hr.br, req, s, rec)
 	default:
 		p.reply(client, http.StatusMethodNotAllowed, rec)
 		p.deny(rec, ReasonUnsupportedProto, fmt.Errorf("%s request on a %s listener", req.Method, lr.mode))
 	}
+}
+
+// headReader holds a pooled bufio.Reader for the request head (and, in
+// a tunnel, the ClientHello behind it) for one connection. A tunnel
+// releases it before it starts splicing, so long-lived tunnels hold no
+// reader.
+type headReader struct{ br *bufio.Reader }
+
+var bufReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+func newHeadReader(r io.Reader) headReader {
+	br := bufReaders.Get().(*bufio.Reader)
+	br.Reset(r)
+	return headReader{br: br}
+}
+
+// release returns the reader to the pool; the holder must not use it
+// afterwards. Calling it again is a no-op.
+func (hr *headReader) release() {
+	if hr.br == nil {
+		return
+	}
+	hr.br.Reset(nil)
+	bufReaders.Put(hr.br)
+	hr.br = nil
 }
 
 // deny records a deny decision with reason and an optional error detail.
@@ -100,7 +127,8 @@ func (p *Proxy) admitHTTP(rt *snapshot, client io.Writer, s source, t target, d 
 	return addrs, true
 }
 
-func (p *Proxy) handleConnect(rt *snapshot, c *conn, client net.Conn, br *bufio.Reader, req *http.Request, s source, rec *record) {
+func (p *Proxy) handleConnect(rt *snapshot, c *conn, client net.Conn, hr *headReader, req *http.Request, s source, rec *record) {
+	br := hr.br
 	host, ip, port, err := parseTarget(req.RequestURI)
 	if err != nil {
 		p.reply(client, http.StatusBadRequest, rec)
@@ -166,6 +194,7 @@ func (p *Proxy) handleConnect(rt *snapshot, c *conn, client net.Conn, br *bufio.
 	}
 	p.logDecision(rec)
 	pre = appendBuffered(pre, br)
+	hr.release()
 	p.splice(rt, c, client, up, pre, rec)
 }
 

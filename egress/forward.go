@@ -78,10 +78,8 @@ func (p *Proxy) handleForward(rt *snapshot, c *conn, client net.Conn, br *bufio.
 	// authority, so the origin sees the name the policy decided on.
 	req.Host = u.Host
 	client.SetReadDeadline(time.Time{})
-	stopIdle := watchIdle(c, client, up, rt.lim.IdleTimeout)
-	defer stopIdle()
-	total := time.AfterFunc(rt.lim.MaxDuration, c.closeAll)
-	defer total.Stop()
+	stop := watch(c, client, up, rt.lim.IdleTimeout, rt.lim.MaxDuration)
+	defer stop()
 
 	cw := &countWriter{w: up}
 	done := make(chan struct{})
