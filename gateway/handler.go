@@ -109,14 +109,21 @@ type listenerHandler struct {
 	h3   bool
 }
 
+// exchange is the per-request state of ServeHTTP, allocated once.
+type exchange struct {
+	req Request
+	rec recorder
+	rm  *routeMetrics // the series the request is counted in
+}
+
 func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rt := h.s.acquire()
 	if rt != nil {
 		defer rt.done()
 	}
-	rec := &recorder{ResponseWriter: w}
-	req := &Request{HTTP: r, Listener: h.name, Start: start, Proto: "https"}
+	x := &exchange{rec: recorder{ResponseWriter: w}, req: Request{HTTP: r, Listener: h.name, Start: start, Proto: "https"}}
+	rec, req := &x.rec, &x.req
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -125,7 +132,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				if rec.reason == "" {
 					rec.reason = "aborted"
 				}
-				h.finish(rt, rec, req)
+				h.finish(rt, x)
 				panic(p)
 			}
 			h.s.log.Error("panic serving request", "request_id", req.RequestID, "panic", fmt.Sprint(p))
@@ -133,7 +140,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeError(rec, req, &Denial{Status: http.StatusInternalServerError, Message: "internal error", Reason: "panic"})
 			}
 		}
-		h.finish(rt, rec, req)
+		h.finish(rt, x)
 	}()
 	if rt == nil {
 		writeError(rec, req, &Denial{Status: http.StatusServiceUnavailable, Message: "not serving", Reason: "no_runtime"})
@@ -145,10 +152,12 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, req, &Denial{Status: http.StatusServiceUnavailable, Message: "listener is closing", Reason: "listener_removed"})
 		return
 	}
+	x.rm = lr.noRoute
 	h.identify(lr, req)
-	rec.Header().Set(HeaderRequestID, req.RequestID)
+	hdr := rec.Header()
+	hdr[HeaderRequestID] = []string{req.RequestID}
 	if lr.altSvc != "" && !h.h3 {
-		rec.Header().Set("Alt-Svc", lr.altSvc)
+		hdr["Alt-Svc"] = []string{lr.altSvc}
 	}
 	if err := checkMessage(r); err != nil {
 		writeError(rec, req, err)
@@ -164,9 +173,10 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rec, req, &Denial{Status: http.StatusNotFound, Message: "no route", Reason: "no_route"})
 		return
 	}
-	rr := rt.routes[rte]
+	rr := lr.routes[rte]
+	x.rm = rr.metrics
 	req.Route, req.Upstream = rte.name, rte.upstream
-	for _, st := range rr.stages[h.name] {
+	for _, st := range rr.stages {
 		if err := st.Check(req); err != nil {
 			writeError(rec, req, err)
 			return
@@ -175,13 +185,13 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req.RouteHeaders, req.RouteResponseHeaders, req.Timeout = rr.requestHeaders, rr.responseHeaders, rte.cfg.Timeout
 	for k, vs := range req.ResponseHeaders {
 		for _, v := range vs {
-			rec.Header().Add(k, v)
+			hdr.Add(k, v)
 		}
 	}
 	if d := rte.direct; d != nil {
-		rr.responseHeaders.Apply(rec.Header())
-		rec.Header().Set("Content-Type", d.ContentType)
-		rec.Header().Set("Content-Length", strconv.Itoa(len(d.Body)))
+		rr.responseHeaders.Apply(hdr)
+		hdr.Set("Content-Type", d.ContentType)
+		hdr.Set("Content-Length", strconv.Itoa(len(d.Body)))
 		rec.WriteHeader(d.Status)
 		if r.Method != http.MethodHead {
 			io.WriteString(rec, d.Body)
@@ -396,7 +406,8 @@ func writeError(w *recorder, req *Request, err error) {
 }
 
 // finish writes the access log line and the metrics of one request.
-func (h *listenerHandler) finish(rt *Runtime, rec *recorder, req *Request) {
+func (h *listenerHandler) finish(rt *Runtime, x *exchange) {
+	rec, req := &x.rec, &x.req
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK
@@ -406,9 +417,12 @@ func (h *listenerHandler) finish(rt *Runtime, rec *recorder, req *Request) {
 	if route == "" {
 		route = "-"
 	}
-	code := strconv.Itoa(status)
-	h.s.m.requests.WithLabelValues(h.name, route, code).Inc()
-	h.s.m.duration.WithLabelValues(h.name, route).Observe(dur.Seconds())
+	if x.rm != nil {
+		x.rm.observe(status, dur)
+	} else {
+		h.s.m.requests.WithLabelValues(h.name, route, strconv.Itoa(status)).Inc()
+		h.s.m.duration.WithLabelValues(h.name, route).Observe(dur.Seconds())
+	}
 	if rec.reason != "" && rec.reason != "upstream_error" {
 		h.s.m.denied.WithLabelValues(h.name, route, rec.reason).Inc()
 	}

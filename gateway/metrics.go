@@ -1,6 +1,10 @@
 package gateway
 
 import (
+	"strconv"
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -95,4 +99,37 @@ func (m *Metrics) ConfigLoaded() { m.reloadTime.SetToCurrentTime() }
 func (m *Metrics) SetConfigInfo(file, sha string) {
 	m.configInfo.Reset()
 	m.configInfo.WithLabelValues(file, sha).Set(1)
+}
+
+// routeMetrics are one listener and route's series, bound once (on the
+// route's first request, so /metrics lists only series that happened)
+// instead of hashing label values on every request.
+type routeMetrics struct {
+	m        *Metrics
+	listener string
+	route    string
+	bind     sync.Once
+	duration prometheus.Observer
+	codes    sync.Map // int → prometheus.Counter
+}
+
+// newRouteMetrics returns the series of listener and route; nil when the
+// config is compiled without metrics (`ztgate validate`).
+func newRouteMetrics(m *Metrics, listener, route string) *routeMetrics {
+	if m == nil {
+		return nil
+	}
+	return &routeMetrics{m: m, listener: listener, route: route}
+}
+
+// observe counts one request with its final status and latency.
+func (rm *routeMetrics) observe(status int, d time.Duration) {
+	rm.bind.Do(func() { rm.duration = rm.m.duration.WithLabelValues(rm.listener, rm.route) })
+	rm.duration.Observe(d.Seconds())
+	if c, ok := rm.codes.Load(status); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c, _ := rm.codes.LoadOrStore(status, rm.m.requests.WithLabelValues(rm.listener, rm.route, strconv.Itoa(status)))
+	c.(prometheus.Counter).Inc()
 }

@@ -182,10 +182,14 @@ func first(rs []*route, listener, path, method string) *route {
 // normalizeHost lowercases a Host header value and removes the port and a
 // trailing dot, so "API.Example.com.:443" matches "api.example.com".
 func normalizeHost(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
-	} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
-		h = h[1 : len(h)-1]
+	// Without ':' or '[' there is no port and no IPv6 literal: skip
+	// SplitHostPort, whose error for a bare name allocates.
+	if strings.IndexByte(h, ':') >= 0 || strings.IndexByte(h, '[') >= 0 {
+		if host, _, err := net.SplitHostPort(h); err == nil {
+			h = host
+		} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+			h = h[1 : len(h)-1]
+		}
 	}
 	h = strings.TrimSuffix(h, ".")
 	return strings.ToLower(h)

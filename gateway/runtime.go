@@ -19,7 +19,6 @@ type Runtime struct {
 	cfg       *configs.Config
 	router    *Router
 	listeners map[string]*listenerRuntime
-	routes    map[*route]*routeRuntime
 	ext       *Extension
 
 	// In-flight accounting: a retired Runtime releases what it holds
@@ -67,13 +66,18 @@ type listenerRuntime struct {
 	altSvc     string
 	nextProtos []string
 	tls        *tls.Config // served via GetConfigForClient
+
+	routes  map[*route]*routeRuntime // the routes this listener serves
+	noRoute *routeMetrics            // requests that matched no route ("-")
 }
 
-// routeRuntime is a route's compiled pipeline.
+// routeRuntime is a route's compiled pipeline on one listener, with its
+// metric series bound once, so a request hashes no label values.
 type routeRuntime struct {
-	stages          map[string][]Stage // by listener name
+	stages          []Stage
 	requestHeaders  *upstream.HeaderOps
 	responseHeaders *upstream.HeaderOps
+	metrics         *routeMetrics
 }
 
 // Extension holds the parts of a snapshot that other packages compile:
@@ -99,7 +103,7 @@ type Extensions func(cfg *configs.Config) (*Extension, error)
 // Compile turns a validated config into a Runtime without touching any
 // socket. `ztgate validate` runs exactly this.
 func Compile(cfg *configs.Config, deps Deps) (rt *Runtime, err error) {
-	rt = &Runtime{cfg: cfg, listeners: map[string]*listenerRuntime{}, routes: map[*route]*routeRuntime{}}
+	rt = &Runtime{cfg: cfg, listeners: map[string]*listenerRuntime{}}
 	if deps.Extensions != nil {
 		rt.ext, err = deps.Extensions(cfg)
 		if err != nil {
@@ -125,35 +129,37 @@ func Compile(cfg *configs.Config, deps Deps) (rt *Runtime, err error) {
 		rt.listeners[l.Name] = lr
 	}
 	for _, r := range rt.router.all {
-		rr := &routeRuntime{stages: map[string][]Stage{}}
-		if rr.requestHeaders, err = upstream.CompileHeaderOps(r.cfg.RequestHeaders); err != nil {
+		reqHeaders, err := upstream.CompileHeaderOps(r.cfg.RequestHeaders)
+		if err != nil {
 			return nil, fmt.Errorf("%s: routes[%d].request_headers: %w", cfg.File, r.index, err)
 		}
-		if rr.responseHeaders, err = upstream.CompileHeaderOps(r.cfg.ResponseHeaders); err != nil {
+		resHeaders, err := upstream.CompileHeaderOps(r.cfg.ResponseHeaders)
+		if err != nil {
 			return nil, fmt.Errorf("%s: routes[%d].response_headers: %w", cfg.File, r.index, err)
 		}
-		if rt.ext.Stages != nil {
-			// Stages depend on the listener only through policies
-			// attached to it; compile per listener the route serves.
-			for _, l := range cfg.Listeners {
-				if r.listeners != nil && !r.listeners[l.Name] {
-					continue
-				}
-				st, err := rt.ext.Stages(&l, r.cfg)
-				if err != nil {
+		// Stages depend on the listener only through policies attached
+		// to it; compile per listener the route serves.
+		for i := range cfg.Listeners {
+			l := &cfg.Listeners[i]
+			if r.listeners != nil && !r.listeners[l.Name] {
+				continue
+			}
+			rr := &routeRuntime{requestHeaders: reqHeaders, responseHeaders: resHeaders,
+				metrics: newRouteMetrics(deps.Metrics, l.Name, r.name)}
+			if rt.ext.Stages != nil {
+				if rr.stages, err = rt.ext.Stages(l, r.cfg); err != nil {
 					return nil, fmt.Errorf("%s: routes[%d] (%s): %w", cfg.File, r.index, r.name, err)
 				}
-				rr.stages[l.Name] = st
 			}
+			rt.listeners[l.Name].routes[r] = rr
 		}
-		rt.routes[r] = rr
 	}
 	return rt, nil
 }
 
 func compileListener(cfg *configs.Config, i int, deps Deps, ext *Extension) (*listenerRuntime, error) {
 	l := &cfg.Listeners[i]
-	lr := &listenerRuntime{cfg: l}
+	lr := &listenerRuntime{cfg: l, routes: map[*route]*routeRuntime{}, noRoute: newRouteMetrics(deps.Metrics, l.Name, "-")}
 	for _, p := range l.TrustedProxies {
 		pfx, err := configs.ParsePrefix(p)
 		if err != nil {
