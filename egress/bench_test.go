@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -176,5 +177,38 @@ egress:
 		if !rt.decide(s, target{name: n, port: 443, tls: true}).allow {
 			b.Fatal("denied")
 		}
+	}
+}
+
+// BenchmarkRecords: the decision and close records of one allowed
+// connection, formatted by slog's JSON handler (to io.Discard), and
+// their metrics.
+func BenchmarkRecords(b *testing.B) {
+	cfg, err := configs.Parse("b.yaml", []byte(`
+egress:
+  listeners: [{name: c, mode: connect, address: "127.0.0.1:0"}]
+  rules: [{name: r, sni: [bench.test]}]
+`), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := New(cfg, Deps{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rt := p.rt.Load()
+	var lr *listenerRT
+	for _, l := range rt.listeners {
+		lr = l
+	}
+	tmpl := record{id: 1, listener: lr, start: time.Now(), src: netip.MustParseAddrPort("10.1.2.3:40000"),
+		sni: "bench.test", host: "bench.test", port: 443, resolved: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")},
+		dialled: netip.MustParseAddrPort("192.0.2.1:443"), dec: decision{allow: true, rule: rt.allow[0], reason: ReasonAllowed}, up: 1234, down: 56789}
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := new(record) // one per connection, as in handle
+		*rec = tmpl
+		p.logDecision(rec)
+		p.logClose(rec)
 	}
 }

@@ -52,6 +52,9 @@ type record struct {
 	decided  bool
 	err      error // detail for the log (a peek or dial error)
 	up, down int64
+
+	// The text of src, dialled and resolved, made once for both records.
+	srcText, dialledText, resolvedText string
 }
 
 // maxAttrs is the most fields a record has.
@@ -63,7 +66,7 @@ func (r *record) appendAttrs(a []slog.Attr) []slog.Attr {
 		slog.Uint64(FieldConnID, r.id),
 		slog.String(FieldListener, r.listener.name),
 		slog.String(FieldMode, r.listener.modeName),
-		slog.String(FieldSource, r.src.String()),
+		slog.String(FieldSource, r.text(&r.srcText, func() string { return r.src.String() })),
 	)
 	if r.identity != "" {
 		a = append(a, slog.String(FieldIdentity, r.identity))
@@ -78,10 +81,10 @@ func (r *record) appendAttrs(a []slog.Attr) []slog.Attr {
 		a = append(a, slog.Int(FieldPort, int(r.port)))
 	}
 	if len(r.resolved) > 0 {
-		a = append(a, slog.String(FieldResolved, joinAddrs(r.resolved)))
+		a = append(a, slog.String(FieldResolved, r.text(&r.resolvedText, func() string { return joinAddrs(r.resolved) })))
 	}
 	if r.dialled.IsValid() {
-		a = append(a, slog.String(FieldDialled, r.dialled.String()))
+		a = append(a, slog.String(FieldDialled, r.text(&r.dialledText, func() string { return r.dialled.String() })))
 	}
 	a = append(a, slog.String(FieldDecision, r.dec.decisionName()))
 	if n := r.dec.ruleName(); n != "" {
@@ -92,6 +95,16 @@ func (r *record) appendAttrs(a []slog.Attr) []slog.Attr {
 		a = append(a, slog.String(FieldError, r.err.Error()))
 	}
 	return a
+}
+
+// text returns *cache, filling it with make() the first time. The
+// fields it caches are set before the decision record and not changed
+// after it.
+func (r *record) text(cache *string, make func() string) string {
+	if *cache == "" {
+		*cache = make()
+	}
+	return *cache
 }
 
 // joinAddrs is strings.Join of the addresses' text, in one allocation.
