@@ -7,6 +7,8 @@
 // attributes handed to authz; authn does not import authz.
 package authn
 
+import "sync"
+
 // Identity is a verified JWT.
 type Identity struct {
 	// RequestPrincipal is iss + "/" + sub, as Istio's request.auth.principal.
@@ -23,6 +25,14 @@ type Identity struct {
 	Claims map[string]any
 	// Provider is the name of the provider that verified the token.
 	Provider string
+	// Memo caches values that consumers derive from Claims (for example
+	// the claims converted for a Rego policy), so they are computed once
+	// per verified token rather than once per request. It is set when
+	// the identity is kept in the verified-token cache, nil otherwise.
+	// Keys are private types of the packages that store them; values
+	// must be immutable. Its size is bounded by the number of distinct
+	// keys those packages use.
+	Memo *sync.Map
 }
 
 // Peer is the verified identity of a client certificate.

@@ -3,6 +3,7 @@ package authz
 import (
 	"net/netip"
 	"strings"
+	"sync"
 )
 
 // Attributes are the facts of one request, gathered once by the gateway
@@ -33,6 +34,12 @@ type Attributes struct {
 	Audiences []string
 	// Presenter is the token's azp claim.
 	Presenter string
+	// ClaimsMemo, when set, caches values derived from Claims for as long
+	// as the verified token is cached (authn.Identity.Memo): a policy
+	// engine converts the claims once per token, not once per request.
+	// Nil: derive per request. Keys are private types of the packages
+	// that store them; values must be immutable.
+	ClaimsMemo *sync.Map
 
 	// Host is the request's authority (may include a port).
 	Host string

@@ -16,6 +16,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
@@ -308,7 +309,8 @@ func (a *Authenticator) verifyCandidates(ctx context.Context, tok string, cands 
 	if verr != nil {
 		return nil, nil, a.count(p, verr)
 	}
-	if until.After(now) {
+	if a.cache != nil && until.After(now) {
+		id.Memo = new(sync.Map) // shared from now on, like the identity
 		a.cache.put(&cacheEntry{key: key, id: id, provider: p, until: until})
 	}
 	p.ok.Inc()

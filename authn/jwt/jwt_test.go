@@ -374,3 +374,42 @@ func flip(seg string) string {
 	}
 	return string(b)
 }
+
+// TestMemoOnlyForCachedTokens: an identity kept in the verified-token
+// cache carries a memo, and the same one for every request with the
+// token; without the cache there is none (nothing would share it).
+func TestMemoOnlyForCachedTokens(t *testing.T) {
+	demo := sharedToken(t, "demo.jwt")
+	for _, tc := range []struct {
+		name  string
+		cache string
+		memo  bool
+	}{
+		{"cached", "", true},
+		{"no cache", "  token_cache_size: -1\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, _, _ := newAuth(t, `
+routes:
+  - { name: details, match: { path_prefix: /details }, direct_response: { status: 200 } }
+authn:
+`+tc.cache+`  jwt:
+    - issuer: testing@secure.istio.io
+      jwks_file: `+sharedJWKSPath(t)+"\n")
+			first, err := a.Verify(demo, "details")
+			if err != nil {
+				t.Fatal(err)
+			}
+			second, err := a.Verify(demo, "details")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (first.Memo != nil) != tc.memo {
+				t.Fatalf("memo = %v, want set: %v", first.Memo, tc.memo)
+			}
+			if tc.memo && first.Memo != second.Memo {
+				t.Error("two requests with one cached token got different memos")
+			}
+		})
+	}
+}

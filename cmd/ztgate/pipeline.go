@@ -165,7 +165,7 @@ func (s *policyStage) attributes(req *gateway.Request, p *authn.Peer, id *authn.
 		RouteLabels:     s.route.Labels,
 	}
 	for k, v := range r.Header {
-		a.Headers[strings.ToLower(k)] = v
+		a.Headers[lowerHeader(k)] = v
 	}
 	if r.TLS != nil {
 		a.SNI = r.TLS.ServerName
@@ -178,6 +178,31 @@ func (s *policyStage) attributes(req *gateway.Request, p *authn.Peer, id *authn.
 		a.Claims = id.Claims
 		a.Audiences = id.Audiences
 		a.Presenter = id.Presenter
+		a.ClaimsMemo = id.Memo
 	}
 	return a
+}
+
+// commonHeaders maps the canonical spelling of frequent request headers to
+// the lower case authz uses, so building the attributes does not allocate
+// a new name for each of them on every request.
+var commonHeaders = func() map[string]string {
+	m := map[string]string{}
+	for _, h := range []string{
+		"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control",
+		"Connection", "Content-Length", "Content-Type", "Cookie", "Forwarded", "If-Modified-Since",
+		"If-None-Match", "Origin", "Pragma", "Proxy-Authorization", "Referer", "Te", "Traceparent",
+		"Tracestate", "User-Agent", "X-Api-Key", "X-Forwarded-For", "X-Forwarded-Host",
+		"X-Forwarded-Proto", "X-Real-Ip", "X-Request-Id", "X-Forwarded-Client-Cert",
+	} {
+		m[h] = strings.ToLower(h)
+	}
+	return m
+}()
+
+func lowerHeader(k string) string {
+	if l, ok := commonHeaders[k]; ok {
+		return l
+	}
+	return strings.ToLower(k)
 }
