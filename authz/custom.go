@@ -36,6 +36,9 @@ type CustomResult struct {
 }
 
 // OPARecord is one Rego evaluation in OPA's decision-log field layout.
+// Providers fill it cheaply on every evaluation; what only a written
+// record needs is made when it is written: a DecisionID left empty is
+// assigned then, and Metrics left nil is built from EvalTime.
 type OPARecord struct {
 	DecisionID string         `json:"decision_id"`
 	Path       string         `json:"path"`
@@ -43,6 +46,9 @@ type OPARecord struct {
 	Result     any            `json:"result"`
 	Metrics    map[string]any `json:"metrics,omitempty"`
 	Error      string         `json:"error,omitempty"`
+	// EvalTime is how long the query took (metrics
+	// timer_rego_query_eval_ns).
+	EvalTime time.Duration `json:"-"`
 }
 
 // Header is one header name and value.

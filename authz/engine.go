@@ -152,6 +152,7 @@ func New(cfg *configs.Config, deps Deps) (*Engine, error) {
 				continue
 			}
 			p.custom, p.provider = prov, "rego"
+			e.owned = append(e.owned, prov)
 		case s.cp.Provider != "":
 			prov, ok := providers[s.cp.Provider]
 			if !ok {
@@ -356,41 +357,82 @@ func (e *Engine) DecideExplain(ctx context.Context, a *Attributes) Decision {
 }
 
 type evalState struct {
-	trace   *[]string
-	outcome map[*policy]customOutcome // CUSTOM results, reused by the shadow run
-	opa     []*OPARecord
+	explain bool // DecideExplain: record trace
+	trace   []string
+	// CUSTOM results so far, reused by the shadow run; a request asks
+	// few providers, so a short list in place (no allocation for up to
+	// two) beats a map.
+	outcomes [2]customOutcome
+	n        int
+	more     []customOutcome
 }
 
 type customOutcome struct {
+	p   *policy
 	res CustomResult
 	err error
 }
 
-func (st *evalState) tracef(format string, args ...any) {
-	if st.trace != nil {
-		*st.trace = append(*st.trace, fmt.Sprintf(format, args...))
+// outcome is p's result if it was already asked during this request.
+func (st *evalState) outcome(p *policy) (customOutcome, bool) {
+	for i := range st.n {
+		if st.outcomes[i].p == p {
+			return st.outcomes[i], true
+		}
 	}
+	for i := range st.more {
+		if st.more[i].p == p {
+			return st.more[i], true
+		}
+	}
+	return customOutcome{}, false
+}
+
+func (st *evalState) remember(o customOutcome) {
+	if st.n < len(st.outcomes) {
+		st.outcomes[st.n] = o
+		st.n++
+		return
+	}
+	st.more = append(st.more, o)
+}
+
+// opa is the Rego evaluations of this request, in the order they ran.
+func (st *evalState) opa() []*OPARecord {
+	var out []*OPARecord
+	for _, o := range append(st.outcomes[:st.n:st.n], st.more...) {
+		if o.res.OPA != nil {
+			out = append(out, o.res.OPA)
+		}
+	}
+	return out
+}
+
+// tracef adds a step to DecideExplain's trace. Call it under
+// `if st.explain`, so a plain Decide does not box its arguments.
+func (st *evalState) tracef(format string, args ...any) {
+	st.trace = append(st.trace, fmt.Sprintf(format, args...))
 }
 
 func (e *Engine) decide(ctx context.Context, a *Attributes, explain bool) Decision {
 	set := e.setFor(a)
-	st := &evalState{}
-	var trace []string
-	if explain {
-		st.trace = &trace
-	}
+	st := &evalState{explain: explain}
 	d := e.evaluate(ctx, set, a, st)
 	d.RequestID = a.RequestID
 	for _, p := range set.audit {
 		if i := p.match(a); i >= 0 {
 			d.Audit = append(d.Audit, Match{Policy: p.name, Action: ActionAudit, Rule: i})
-			st.tracef("AUDIT %q rule %d matched (logged only)", p.name, i)
+			if st.explain {
+				st.tracef("AUDIT %q rule %d matched (logged only)", p.name, i)
+			}
 		} else {
 			e.traceMiss(st, p, a)
 		}
 	}
 	if set.shadow != nil {
-		st.tracef("dry-run: evaluating again with the dry-run policies enforced")
+		if st.explain {
+			st.tracef("dry-run: evaluating again with the dry-run policies enforced")
+		}
 		sd := e.evaluate(ctx, set.shadow, a, st)
 		sh := &Shadow{Allowed: sd.Allowed, Action: sd.Action, Policy: sd.Policy, Rule: sd.Rule, Reason: sd.Reason}
 		for _, p := range set.dryRun {
@@ -402,14 +444,14 @@ func (e *Engine) decide(ctx context.Context, a *Attributes, explain bool) Decisi
 		d.DryRun = sh
 	}
 	if explain {
-		d.Trace = trace
+		d.Trace = st.trace
 	}
 	e.lastOPA(st, a, &d)
 	return d
 }
 
 func (e *Engine) traceMiss(st *evalState, p *policy, a *Attributes) {
-	if st.trace == nil {
+	if !st.explain {
 		return
 	}
 	if len(p.rules) == 0 {
@@ -443,23 +485,19 @@ func (e *Engine) evaluate(ctx context.Context, set *policySet, a *Attributes, st
 				continue
 			}
 		}
-		out, done := st.outcome[p]
+		out, done := st.outcome(p)
 		if !done {
 			res, err := p.custom.Check(ctx, a)
-			out = customOutcome{res, err}
-			if st.outcome == nil {
-				st.outcome = map[*policy]customOutcome{}
-			}
-			st.outcome[p] = out
-			if res.OPA != nil {
-				st.opa = append(st.opa, res.OPA)
-			}
+			out = customOutcome{p, res, err}
+			st.remember(out)
 			if err != nil {
 				e.m.errors.WithLabelValues(p.name, p.provider).Inc()
 			}
 		}
 		if out.err != nil {
-			st.tracef("CUSTOM %q (%s) failed, so deny: %v", p.name, p.provider, out.err)
+			if st.explain {
+				st.tracef("CUSTOM %q (%s) failed, so deny: %v", p.name, p.provider, out.err)
+			}
 			d := deny(p, rule, out.res.Status, fmt.Sprintf("CUSTOM policy %q: %s failed (fail closed): %v", p.name, p.provider, out.err))
 			d.ResponseHeaders = response
 			return d
@@ -470,19 +508,25 @@ func (e *Engine) evaluate(ctx context.Context, set *policySet, a *Attributes, st
 			if out.res.Reason != "" {
 				reason += ": " + out.res.Reason
 			}
-			st.tracef("%s", reason)
+			if st.explain {
+				st.tracef("%s", reason)
+			}
 			d := deny(p, rule, out.res.Status, reason)
 			d.Body, d.ResponseHeaders = out.res.Body, response
 			return d
 		}
-		st.tracef("CUSTOM %q (%s) allowed %s", p.name, p.provider, out.res.Reason)
+		if st.explain {
+			st.tracef("CUSTOM %q (%s) allowed %s", p.name, p.provider, out.res.Reason)
+		}
 		upstream = append(upstream, out.res.UpstreamHeaders...)
 		customAllowed = p
 	}
 	// 2. DENY: any matching rule denies.
 	for _, p := range set.deny {
 		if i := p.match(a); i >= 0 {
-			st.tracef("DENY %q rule %d matched: %s", p.name, i, p.rules[i].text)
+			if st.explain {
+				st.tracef("DENY %q rule %d matched: %s", p.name, i, p.rules[i].text)
+			}
 			d := deny(p, i, 403, p.reasons[i])
 			d.ResponseHeaders = response
 			return d
@@ -493,7 +537,9 @@ func (e *Engine) evaluate(ctx context.Context, set *policySet, a *Attributes, st
 	if len(set.allow) > 0 {
 		for _, p := range set.allow {
 			if i := p.match(a); i >= 0 {
-				st.tracef("ALLOW %q rule %d matched: %s", p.name, i, p.rules[i].text)
+				if st.explain {
+					st.tracef("ALLOW %q rule %d matched: %s", p.name, i, p.rules[i].text)
+				}
 				return Decision{Allowed: true, Action: ActionAllow, Policy: p.name, Rule: i, Status: 200,
 					Reason: p.reasons[i], UpstreamHeaders: upstream, ResponseHeaders: response}
 			}
@@ -502,7 +548,9 @@ func (e *Engine) evaluate(ctx context.Context, set *policySet, a *Attributes, st
 		d := deny(set.allow[0], -1, 403, set.noAllow)
 		d.Policy = ""
 		d.ResponseHeaders = response
-		st.tracef("%s", d.Reason)
+		if st.explain {
+			st.tracef("%s", d.Reason)
+		}
 		return d
 	}
 	d := Decision{Allowed: true, Rule: -1, Status: 200, UpstreamHeaders: upstream, ResponseHeaders: response}
@@ -512,6 +560,8 @@ func (e *Engine) evaluate(ctx context.Context, set *policySet, a *Attributes, st
 	} else {
 		d.Reason = "no DENY matched and no ALLOW policy applies"
 	}
-	st.tracef("%s", d.Reason)
+	if st.explain {
+		st.tracef("%s", d.Reason)
+	}
 	return d
 }

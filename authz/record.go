@@ -2,7 +2,9 @@ package authz
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -204,8 +206,8 @@ func addrString(a interface {
 // lastOPA logs the Rego evaluations of one request in OPA's decision-log
 // layout, one record each.
 func (e *Engine) lastOPA(st *evalState, a *Attributes, d *Decision) {
-	if len(st.opa) == 0 {
-		return
+	if st.n == 0 {
+		return // no CUSTOM provider was asked
 	}
 	level := slog.LevelInfo
 	if d.Allowed && !e.logAllow {
@@ -215,7 +217,13 @@ func (e *Engine) lastOPA(st *evalState, a *Attributes, d *Decision) {
 	if !e.log.Enabled(ctx, level) {
 		return
 	}
-	for _, r := range st.opa {
+	for _, r := range st.opa() {
+		if r.DecisionID == "" {
+			r.DecisionID = newDecisionID()
+		}
+		if r.Metrics == nil {
+			r.Metrics = map[string]any{"timer_rego_query_eval_ns": r.EvalTime.Nanoseconds()}
+		}
 		attrs := []slog.Attr{
 			slog.String(LogDecisionID, r.DecisionID),
 			slog.String(LogOPAPath, r.Path),
@@ -231,4 +239,13 @@ func (e *Engine) lastOPA(st *evalState, a *Attributes, d *Decision) {
 		}
 		e.log.LogAttrs(ctx, level, LogMsgOPA, attrs...)
 	}
+}
+
+// newDecisionID is a random (version 4) UUID, as OPA's decision ids.
+func newDecisionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
