@@ -10,7 +10,7 @@ import (
 
 // CheckInputValue compares the fast OPA value with the converted map.
 func CheckInputValue(a *authz.Attributes) error {
-	fast, err := inputValue(a)
+	fast, err := inputValue(a, needAll, nil)
 	if err != nil {
 		return err
 	}

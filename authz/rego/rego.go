@@ -9,7 +9,6 @@ package rego
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,8 +16,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
@@ -37,8 +38,32 @@ var ErrUndefined = errors.New("query result is undefined")
 type Policy struct {
 	name    string
 	query   string
+	path    string // the query as a decision-log path: envoy/authz/allow
 	timeout time.Duration
 	pq      rego.PreparedEvalQuery
+	// input is the part of the input document the policy can read
+	// (analyze); Check builds only that.
+	input  *need
+	jwtKey *jwtMemoKey
+	// blocking: the policy calls a builtin that waits on I/O, so it is
+	// evaluated under a context deadline rather than a polled one.
+	blocking bool
+	// pool runs evaluations on goroutines that keep their grown stacks
+	// (nil for blocking policies, which may wait long on I/O).
+	pool      *evalPool
+	closeOnce sync.Once
+}
+
+// Close releases the policy's share of the evaluation goroutines;
+// authz.Engine.Close calls it after a reload has drained. Check still
+// works afterwards (on the caller's goroutine), so a late request is
+// decided, not refused.
+func (p *Policy) Close() {
+	p.closeOnce.Do(func() {
+		if p.pool != nil {
+			releasePool(p.pool)
+		}
+	})
 }
 
 var _ authz.CustomProvider = (*Policy)(nil)
@@ -88,7 +113,25 @@ func New(name string, r *configs.Rego, defaultTimeout time.Duration) (*Policy, e
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %v", r.Query, err)
 	}
-	return &Policy{name: name, query: r.Query, timeout: timeout, pq: pq}, nil
+	return newPolicy(name, r.Query, timeout, pq)
+}
+
+func newPolicy(name, query string, timeout time.Duration, pq rego.PreparedEvalQuery) (*Policy, error) {
+	body, err := ast.ParseBody(query)
+	if err != nil {
+		return nil, fmt.Errorf("prepare %s: %v", query, err)
+	}
+	an := analyze(pq.Modules(), body)
+	p := &Policy{
+		name: name, query: query, timeout: timeout, pq: pq,
+		path:  strings.ReplaceAll(strings.TrimPrefix(query, "data."), ".", "/"),
+		input: an.input, blocking: an.blocking,
+		jwtKey: &jwtMemoKey{need: an.input.child("jwt").String()},
+	}
+	if !p.blocking {
+		p.pool = acquirePool()
+	}
+	return p, nil
 }
 
 // NewFromModules prepares query over in-memory modules (file name →
@@ -107,7 +150,7 @@ func NewFromModules(name, query string, modules map[string]string, timeout time.
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %v", query, err)
 	}
-	return &Policy{name: name, query: query, timeout: timeout, pq: pq}, nil
+	return newPolicy(name, query, timeout, pq)
 }
 
 func readLimited(path string) ([]byte, error) {
@@ -121,47 +164,79 @@ func readLimited(path string) ([]byte, error) {
 	return os.ReadFile(filepath.Clean(path))
 }
 
-// Eval evaluates the query on input with the policy's deadline and
-// returns its value. Undefined is ErrUndefined.
+// Eval evaluates the query on input (any JSON-like Go value) with the
+// policy's deadline and returns its value and OPA's metrics. Undefined
+// is ErrUndefined. It is for tests and tools; the request path is Check.
 func (p *Policy) Eval(ctx context.Context, input any) (any, metrics.Metrics, error) {
-	return p.eval(ctx, rego.EvalInput(input))
+	m := metrics.New()
+	v, _, err := p.eval(ctx, rego.EvalInput(input), rego.EvalMetrics(m))
+	return v, m, err
 }
 
-func (p *Policy) eval(ctx context.Context, input rego.EvalOption) (any, metrics.Metrics, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
-	m := metrics.New()
-	rs, err := p.pq.Eval(ctx, input, rego.EvalMetrics(m))
+// noMetrics: Check times the evaluation itself (one clock read it needs
+// for the deadline anyway) instead of OPA's per-evaluation timer map.
+var noMetrics = metrics.NoOp()
+
+// eval evaluates with the policy's deadline: polled by OPA (deadline),
+// or a context deadline for policies that block on I/O. It returns the
+// query's value and how long evaluation took.
+func (p *Policy) eval(ctx context.Context, opts ...rego.EvalOption) (v any, took time.Duration, err error) {
+	start := time.Now()
+	var dl *deadline
+	if p.blocking {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.timeout)
+		defer cancel()
+	} else {
+		dl = newDeadline(ctx, start, p.timeout)
+		opts = append(opts, rego.EvalExternalCancel(dl))
+	}
+	var rs rego.ResultSet
+	if dl != nil && p.pool != nil {
+		p.pool.do(func() { rs, err = p.pq.Eval(ctx, opts...) })
+	} else {
+		rs, err = p.pq.Eval(ctx, opts...)
+	}
+	took = time.Since(start)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, m, fmt.Errorf("evaluation exceeded its %s deadline: %w", p.timeout, ctx.Err())
+		if dl != nil && dl.fired.Load() {
+			if dl.err == context.DeadlineExceeded {
+				return nil, took, fmt.Errorf("evaluation exceeded its %s deadline: %w", p.timeout, dl.err)
+			}
+			return nil, took, fmt.Errorf("evaluation stopped: %w", dl.err)
 		}
-		return nil, m, err
+		if ctx.Err() != nil {
+			return nil, took, fmt.Errorf("evaluation exceeded its %s deadline: %w", p.timeout, ctx.Err())
+		}
+		return nil, took, err
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
-		return nil, m, ErrUndefined
+		return nil, took, ErrUndefined
 	}
 	if len(rs) > 1 {
-		return nil, m, fmt.Errorf("query has %d results, want one", len(rs))
+		return nil, took, fmt.Errorf("query has %d results, want one", len(rs))
 	}
-	return rs[0].Expressions[0].Value, m, nil
+	return rs[0].Expressions[0].Value, took, nil
 }
 
 // Check implements authz.CustomProvider: it builds the input from a,
 // evaluates, and interprets the result as a bool or an object
 // {allowed, headers, response_headers, http_status, body}. Every error
 // is returned, so authz denies.
+//
+// The input holds only what the policy can read (analyze); the decision
+// log's copy of it (decision_log.rego_input) is the whole document,
+// built only when a record is written, as are the decision id and the
+// metrics.
 func (p *Policy) Check(ctx context.Context, a *authz.Attributes) (authz.CustomResult, error) {
-	rec := &authz.OPARecord{DecisionID: newID(), Path: strings.ReplaceAll(strings.TrimPrefix(p.query, "data."), ".", "/"), Input: logInput{a: a}}
-	iv, err := inputValue(a)
+	rec := &authz.OPARecord{Path: p.path, Input: logInput{a: a}}
+	iv, err := inputValue(a, p.input, p.jwtKey)
 	if err != nil {
 		rec.Error = err.Error()
 		return authz.CustomResult{OPA: rec}, fmt.Errorf("build input: %v", err)
 	}
-	v, m, err := p.eval(ctx, rego.EvalParsedInput(iv))
-	if m != nil {
-		rec.Metrics = m.All()
-	}
+	v, took, err := p.eval(ctx, rego.EvalParsedInput(iv), rego.EvalMetrics(noMetrics))
+	rec.EvalTime = took
 	if err != nil {
 		rec.Error = err.Error()
 		return authz.CustomResult{OPA: rec}, err
@@ -180,7 +255,10 @@ func (p *Policy) Check(ctx context.Context, a *authz.Attributes) (authz.CustomRe
 func Interpret(v any) (authz.CustomResult, error) {
 	switch x := v.(type) {
 	case bool:
-		return authz.CustomResult{Allowed: x, Reason: fmt.Sprintf("rego result %v", x)}, nil
+		if x {
+			return authz.CustomResult{Allowed: true, Reason: "rego result true"}, nil
+		}
+		return authz.CustomResult{Reason: "rego result false"}, nil
 	case map[string]any:
 		var res authz.CustomResult
 		allowed, ok := x["allowed"].(bool)
@@ -247,12 +325,4 @@ func headers(v any, key string) ([]authz.Header, error) {
 		}
 	}
 	return out, nil
-}
-
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

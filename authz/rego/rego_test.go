@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,8 +112,13 @@ func TestSharedCases(t *testing.T) {
 			if !sameJSON(t, got, c.Expected) {
 				t.Errorf("case %d (%s): got %v, want %v", i, c.Note, got, c.Expected)
 			}
+			// Check builds only the input the policy reads; its result
+			// must be the one the whole document gives.
+			res, err := p.Check(context.Background(), attrsFromEnvoy(t, in))
+			if res.OPA == nil || !sameJSON(t, res.OPA.Result, got) {
+				t.Errorf("Check evaluated to %v (err %v), the whole input to %v", res.OPA, err, got)
+			}
 			if b, ok := c.Expected.(bool); ok {
-				res, err := p.Check(context.Background(), attrsFromEnvoy(t, in))
 				if err != nil || res.Allowed != b {
 					t.Errorf("Check: allowed=%v err=%v, want %v", res.Allowed, err, b)
 				}
@@ -231,6 +239,18 @@ func TestObjectResult(t *testing.T) {
 		if rec["path"] != "ztgate/test/object/decision" {
 			t.Errorf("path = %v", rec["path"])
 		}
+		// The logged input is the whole document, not the part the
+		// policy reads.
+		if in, _ := rec["input"].(map[string]any); in["version"] == nil || in["attributes"] == nil {
+			t.Errorf("logged input = %v, want the whole document", rec["input"])
+		}
+		// Made only when the record is written, but always there.
+		if id, _ := rec["decision_id"].(string); len(id) != 36 {
+			t.Errorf("decision_id = %v, want a UUID", rec["decision_id"])
+		}
+		if m, _ := rec["metrics"].(map[string]any); m["timer_rego_query_eval_ns"] == nil {
+			t.Errorf("metrics = %v, want timer_rego_query_eval_ns", rec["metrics"])
+		}
 	}
 	if !found {
 		t.Errorf("no OPA decision record in:\n%s", buf.String())
@@ -323,5 +343,104 @@ func TestInputValueMatchesInput(t *testing.T) {
 		if err := rego.CheckInputValue(a); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestDeadlineFromCaller: the caller's context ends the evaluation too,
+// cancelled or with an earlier deadline than the policy's, and either
+// way the request is denied.
+func TestDeadlineFromCaller(t *testing.T) {
+	p, err := rego.New("p", &configs.Rego{Files: []string{"testdata/loop.rego"}, Query: "data.ztgate.test.loop.allow", Timeout: time.Hour}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	past, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	for name, ctx := range map[string]context.Context{"cancelled": cancelled, "past deadline": past} {
+		t.Run(name, func(t *testing.T) {
+			res, err := p.Check(ctx, &authz.Attributes{Method: "GET", Path: "/"})
+			if err == nil || res.Allowed {
+				t.Fatalf("allowed=%v err=%v, want an error", res.Allowed, err)
+			}
+			if res.OPA == nil || res.OPA.Error == "" {
+				t.Errorf("the OPA record lacks the error: %+v", res.OPA)
+			}
+		})
+	}
+}
+
+// TestBlockingBuiltinDeadline: a policy that waits on http.send is
+// evaluated under a context deadline, so a server that never answers
+// still ends in a deny when the policy's time is up.
+func TestBlockingBuiltinDeadline(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	f := filepath.Join(t.TempDir(), "send.rego")
+	src := "package ztgate.test.send\n\nallow if http.send({\"method\": \"GET\", \"url\": \"" + srv.URL + "\"}).status_code == 200\n"
+	if err := os.WriteFile(f, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := rego.New("send", &configs.Rego{Files: []string{f}, Query: "data.ztgate.test.send.allow", Timeout: 100 * time.Millisecond}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Check(context.Background(), &authz.Attributes{Method: "GET", Path: "/"})
+	if err == nil || res.Allowed {
+		t.Fatalf("allowed=%v err=%v, want a deadline error", res.Allowed, err)
+	}
+	if !strings.Contains(err.Error(), "deadline") {
+		t.Errorf("err = %v, want it to mention the deadline", err)
+	}
+}
+
+// TestClaimsMemo: with a memo (a cached token), the converted claims
+// are kept there, shared by policies that read the same claims, and a
+// policy that reads other claims gets its own entry; the decisions are
+// those without a memo.
+func TestClaimsMemo(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, src string) *rego.Policy {
+		f := filepath.Join(dir, name+".rego")
+		if err := os.WriteFile(f, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p, err := rego.New(name, &configs.Rego{Files: []string{f}, Query: "data." + name + ".allow"}, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	scope1 := write("scope1", "package scope1\n\nallow if \"read\" in split(input.jwt.claims.scope, \" \")\n")
+	scope2 := write("scope2", "package scope2\n\nallow if startswith(input.jwt.claims.scope, \"read\")\n")
+	groups := write("groups", "package groups\n\ndefault allow := false\n\nallow if \"admins\" in input.jwt.claims.groups\n")
+	all := write("all", "package all\n\nallow if count(input.jwt.claims) == 2\n")
+
+	claims := map[string]any{"scope": "read write", "groups": []any{"users"}}
+	memo := new(sync.Map)
+	for _, withMemo := range []bool{false, true, true} {
+		a := &authz.Attributes{Method: "GET", Path: "/", Claims: claims}
+		if withMemo {
+			a.ClaimsMemo = memo
+		}
+		for p, want := range map[*rego.Policy]bool{scope1: true, scope2: true, groups: false, all: true} {
+			res, err := p.Check(context.Background(), a)
+			if err != nil || res.Allowed != want {
+				t.Errorf("memo=%v: allowed=%v err=%v, want %v", withMemo, res.Allowed, err, want)
+			}
+		}
+	}
+	n := 0
+	memo.Range(func(k, v any) bool { n++; return true })
+	if n != 3 { // {"claims":{"scope":*}} (shared by two policies), {"claims":{"groups":*}}, {"claims":*}
+		t.Errorf("memo has %d entries, want 3", n)
 	}
 }
