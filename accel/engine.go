@@ -51,6 +51,9 @@ type Engine struct {
 	gop  Provider // go, for keys the chosen provider cannot hold
 
 	queue     chan *request
+	waiting   atomic.Int64  // queued signatures no worker has taken yet
+	slots     chan struct{} // one per worker: provider calls in progress
+	inline    bool          // batching off: sign on the caller when a slot is free
 	timeout   time.Duration
 	workers   int
 	batchSize int
@@ -104,8 +107,10 @@ func New(cfg configs.Accel, deps Deps) (*Engine, error) {
 		e.batchSize = DefaultBatchSize
 	}
 	e.queue = make(chan *request, q)
+	e.slots = make(chan struct{}, e.workers)
+	e.inline = e.deadline <= 0 || e.batchSize == 1
 	e.hsm.cfg = cfg.PKCS11
-	e.m, err = newMetrics(deps.Metrics, func() float64 { return float64(len(e.queue)) })
+	e.m, err = newMetrics(deps.Metrics, func() float64 { return float64(e.waiting.Load()) })
 	if err != nil {
 		return nil, fmt.Errorf("accel: metrics: %w", err)
 	}
@@ -238,11 +243,13 @@ func (e *Engine) importKey(priv crypto.Signer) (*signer, error) {
 func (e *Engine) newSigner(prov Provider, k Key) *signer {
 	pub := k.Public()
 	kt := KeyType(pub)
+	cb, _ := prov.(cpuBound)
 	return &signer{
 		e: e, prov: prov, key: k, pub: pub, keyType: kt,
-		okC:  e.m.ops.WithLabelValues(prov.Name(), kt, ResultOK),
-		errC: e.m.ops.WithLabelValues(prov.Name(), kt, ResultError),
-		lat:  e.m.latency.WithLabelValues(prov.Name(), kt),
+		inline: e.inline && cb != nil && cb.cpuBound(),
+		okC:    e.m.ops.WithLabelValues(prov.Name(), kt, ResultOK),
+		errC:   e.m.ops.WithLabelValues(prov.Name(), kt, ResultError),
+		lat:    e.m.latency.WithLabelValues(prov.Name(), kt),
 	}
 }
 
@@ -254,6 +261,11 @@ func (e *Engine) Close() error {
 		e.closed.Store(true)
 		close(e.quit)
 		e.wg.Wait()
+		// Take every slot: signatures made on their callers' goroutines
+		// finish first, and none starts after (they queue and fail).
+		for range e.workers {
+			e.slots <- struct{}{}
+		}
 		err = errors.Join(e.prov.Close(), e.hsm.close())
 	})
 	return err
@@ -266,6 +278,7 @@ type signer struct {
 	key     Key
 	pub     crypto.PublicKey
 	keyType string
+	inline  bool // may sign on the caller's goroutine (see Sign)
 
 	okC, errC prometheus.Counter
 	lat       prometheus.Observer
@@ -278,6 +291,11 @@ func (s *signer) Public() crypto.PublicKey { return s.pub }
 // Sign queues the signature and waits for a worker. A full queue fails
 // at once with ErrOverloaded; a wait longer than the engine's timeout
 // fails with ErrTimeout.
+//
+// With batching off and a provider that computes on this host's CPU (go,
+// openssl), a signature that finds the queue empty and a worker's slot
+// free is made on the calling goroutine instead: no hand-off to a worker
+// and back, and still at most one provider call per worker at a time.
 func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	e := s.e
 	if e.closed.Load() {
@@ -285,10 +303,22 @@ func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 		return nil, ErrClosed
 	}
 	start := time.Now()
+	if s.inline && e.waiting.Load() == 0 {
+		select {
+		case e.slots <- struct{}{}:
+			e.m.batch.Observe(1)
+			sig, err := safeSign(s.key, digest, opts)
+			<-e.slots
+			return s.done(start, sig, err)
+		default:
+		}
+	}
 	r := &request{s: s, digest: digest, opts: opts, done: make(chan struct{})}
+	e.waiting.Add(1)
 	select {
 	case e.queue <- r:
 	default:
+		e.waiting.Add(-1)
 		e.count(s, ResultOverload)
 		return nil, ErrOverloaded
 	}
@@ -300,24 +330,40 @@ func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 		// Queued: the worker will skip it. Already signing (a slow
 		// HSM): the worker finishes and its answer is dropped. Either
 		// way the handshake does not wait longer than the timeout.
-		r.state.CompareAndSwap(stateQueued, stateAbandoned)
+		if r.state.CompareAndSwap(stateQueued, stateAbandoned) {
+			e.waiting.Add(-1)
+		}
 		e.count(s, ResultTimeout)
 		return nil, ErrTimeout
 	case <-e.quit:
 		if r.state.CompareAndSwap(stateQueued, stateAbandoned) {
+			e.waiting.Add(-1)
 			e.count(s, ResultClosed)
 			return nil, ErrClosed
 		}
 		<-r.done
 	}
+	return s.done(start, r.sig, r.err)
+}
+
+// done counts a signature the provider made (or refused).
+func (s *signer) done(start time.Time, sig []byte, err error) ([]byte, error) {
 	s.lat.Observe(time.Since(start).Seconds())
-	if r.err != nil {
+	if err != nil {
 		s.errC.Inc()
-		return nil, fmt.Errorf("accel: %s sign: %w", s.prov.Name(), r.err)
+		return nil, fmt.Errorf("accel: %s sign: %w", s.prov.Name(), err)
 	}
 	s.okC.Inc()
-	return r.sig, nil
+	return sig, nil
 }
+
+// cpuBound is implemented by providers whose signatures are computation
+// on this host's CPU, short and bounded (go; openssl with its built-in
+// algorithms). The engine may sign for them on the calling goroutine. A
+// token or a card (pkcs11, an OpenSSL provider such as qatprovider) is
+// always reached through the queue, so that the timeout holds when it
+// hangs.
+type cpuBound interface{ cpuBound() bool }
 
 func (e *Engine) count(s *signer, result string) {
 	e.m.ops.WithLabelValues(s.prov.Name(), s.keyType, result).Inc()
@@ -372,7 +418,15 @@ func (e *Engine) work() {
 			}
 			timer.Stop()
 		}
+		// A slot per provider call, shared with signatures made on
+		// their callers' goroutines.
+		select {
+		case e.slots <- struct{}{}:
+		case <-e.quit:
+			return // the batch's callers see quit and fail with ErrClosed
+		}
 		e.run(batch)
+		<-e.slots
 	}
 }
 
@@ -382,6 +436,7 @@ func (e *Engine) run(batch []*request) {
 	live := batch[:0]
 	for _, r := range batch {
 		if r.state.CompareAndSwap(stateQueued, stateTaken) {
+			e.waiting.Add(-1)
 			live = append(live, r)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -531,6 +532,190 @@ func TestConcurrentWrapAndSign(t *testing.T) {
 			}
 			if got := value(e.m.keys); got != 2 {
 				t.Fatalf("%v keys imported, want 2", got)
+			}
+		})
+	}
+}
+
+// cpuProvider is blockingProvider declared CPU-bound, so the engine may
+// sign on the caller's goroutine. Its keys record the goroutine that
+// signed, and Close records a call made while a signature was running.
+type cpuProvider struct {
+	*blockingProvider
+	inflight  atomic.Int32
+	maxSeen   atomic.Int32
+	closeBusy atomic.Bool
+	signedOn  chan uint64
+}
+
+func (c *cpuProvider) Name() string   { return "cpu" }
+func (c *cpuProvider) cpuBound() bool { return true }
+func (c *cpuProvider) Close() error {
+	c.closeBusy.Store(c.inflight.Load() != 0)
+	return nil
+}
+func (c *cpuProvider) Import(k crypto.Signer) (Key, error) { return &cpuKey{c, k}, nil }
+
+type cpuKey struct {
+	c *cpuProvider
+	k crypto.Signer
+}
+
+func (k *cpuKey) Public() crypto.PublicKey { return k.k.Public() }
+func (k *cpuKey) Sign(d []byte, o crypto.SignerOpts) ([]byte, error) {
+	n := k.c.inflight.Add(1)
+	defer k.c.inflight.Add(-1)
+	for m := k.c.maxSeen.Load(); n > m && !k.c.maxSeen.CompareAndSwap(m, n); m = k.c.maxSeen.Load() {
+	}
+	k.c.signedOn <- goid()
+	k.c.started <- struct{}{}
+	<-k.c.release
+	return k.k.Sign(rand.Reader, d, o)
+}
+
+// goid is the current goroutine's number, from its stack header.
+func goid() uint64 {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	f := strings.Fields(string(buf))
+	n, _ := strconv.ParseUint(f[1], 10, 64)
+	return n
+}
+
+func newCPUProvider() *cpuProvider {
+	return &cpuProvider{blockingProvider: &blockingProvider{started: make(chan struct{}, 16), release: make(chan struct{})},
+		signedOn: make(chan uint64, 16)}
+}
+
+// TestInlineSigning: with batching off, a CPU-bound provider signs on the
+// caller's goroutine while a worker's slot is free; callers beyond the
+// slots queue for the workers, so no more than `workers` provider calls
+// run at once; Close waits for a signature running on its caller.
+func TestInlineSigning(t *testing.T) {
+	before := runtime.NumGoroutine()
+	cp := newCPUProvider()
+	reg := prometheus.NewRegistry()
+	e, err := New(configs.Accel{Workers: 2, QueueSize: 8, Timeout: time.Hour}, Deps{Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.prov = cp
+	c, err := e.Wrap(selfSigned(t, testKeys()["ecdsa_p256"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.PrivateKey.(crypto.Signer)
+	digest := sha256.Sum256([]byte("inline"))
+	type result struct {
+		caller uint64
+		err    error
+	}
+	results := make(chan result, 8)
+	sign := func() {
+		id := goid()
+		sig, err := s.Sign(rand.Reader, digest[:], crypto.SHA256)
+		if err == nil && !ecdsa.VerifyASN1(s.Public().(*ecdsa.PublicKey), digest[:], sig) {
+			err = errors.New("signature does not verify")
+		}
+		results <- result{id, err}
+	}
+
+	// Two signatures take the two slots, on their own goroutines.
+	callers := map[uint64]bool{}
+	for range 2 {
+		go sign()
+		<-cp.started
+	}
+	for range 2 {
+		callers[<-cp.signedOn] = true
+	}
+	// Three more find no slot free and wait (in the queue, or taken by
+	// a worker that waits for a slot).
+	for range 3 {
+		go sign()
+	}
+	for e.waiting.Load() < 3 {
+		runtime.Gosched()
+	}
+	if n := cp.inflight.Load(); n != 2 {
+		t.Fatalf("%d signatures in the provider, want 2 (one per worker)", n)
+	}
+	close(cp.release)
+	for range 5 {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		delete(callers, r.caller)
+	}
+	if len(callers) != 0 {
+		t.Errorf("the first two signatures were not made on their callers' goroutines")
+	}
+	if n := cp.maxSeen.Load(); n != 2 {
+		t.Errorf("at most %d provider calls ran at once, want 2 (the worker count)", n)
+	}
+	if got := value(e.m.ops.WithLabelValues("cpu", "ecdsa_p256", ResultOK)); got != 5 {
+		t.Errorf("ok counter = %v, want 5", got)
+	}
+
+	// Close while a signature runs on its caller: Close waits for it.
+	cp2 := newCPUProvider()
+	e.prov = cp2
+	e.mu.Lock()
+	clear(e.cache)
+	e.mu.Unlock()
+	c2, err := e.Wrap(selfSigned(t, testKeys()["ecdsa_p256"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = c2.PrivateKey.(crypto.Signer)
+	go sign()
+	<-cp2.started
+	<-cp2.signedOn
+	closed := make(chan error)
+	go func() { closed <- e.Close() }()
+	for len(e.slots) < cap(e.slots) { // Close holds the free slot and waits for the busy one
+		runtime.Gosched()
+	}
+	close(cp2.release)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if r := <-results; r.err != nil {
+		t.Fatalf("signature running during Close: %v", r.err)
+	}
+	if cp2.closeBusy.Load() {
+		t.Error("the provider was closed while a signature was still running")
+	}
+	if _, err := s.Sign(rand.Reader, digest[:], crypto.SHA256); !errors.Is(err, ErrClosed) {
+		t.Fatalf("sign after Close: %v, want ErrClosed", err)
+	}
+	waitGoroutines(t, before)
+}
+
+// TestInlineOnlyForCPUProviders: batching on, or a provider that is not
+// CPU-bound (a token, a card behind an OpenSSL provider), always goes
+// through the workers, where the timeout holds.
+func TestInlineOnlyForCPUProviders(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  configs.Accel
+		prov Provider
+		want bool
+	}{
+		{"go", configs.Accel{}, goProvider{}, true},
+		{"cpu-bound, batching on", configs.Accel{Batch: configs.AccelBatch{Size: 8, Deadline: time.Millisecond}}, goProvider{}, false},
+		{"cpu-bound, batch of one", configs.Accel{Batch: configs.AccelBatch{Size: 1, Deadline: time.Millisecond}}, goProvider{}, true},
+		{"not cpu-bound", configs.Accel{}, &blockingProvider{}, false},
+		{"pkcs11", configs.Accel{}, pkcs11Provider{}, false},
+		{"openssl with qatprovider", configs.Accel{}, &opensslProvider{builtin: false}, false},
+		{"openssl built in", configs.Accel{}, &opensslProvider{builtin: true}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEngine(t, tc.cfg, nil)
+			s := e.newSigner(tc.prov, goKey{testKeys()["ecdsa_p256"]})
+			if s.inline != tc.want {
+				t.Errorf("inline = %v, want %v", s.inline, tc.want)
 			}
 		})
 	}

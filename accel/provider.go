@@ -89,8 +89,9 @@ var ErrUnsupportedKey = errors.New("key type not supported by this provider")
 // available.
 type goProvider struct{}
 
-func (goProvider) Name() string { return KindGo.String() }
-func (goProvider) Close() error { return nil }
+func (goProvider) Name() string   { return KindGo.String() }
+func (goProvider) Close() error   { return nil }
+func (goProvider) cpuBound() bool { return true }
 
 func (goProvider) Import(key crypto.Signer) (Key, error) {
 	if key == nil {

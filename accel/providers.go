@@ -25,15 +25,22 @@ import (
 )
 
 // opensslProvider adapts accel/openssl to Provider.
-type opensslProvider struct{ p *openssl.Provider }
+type opensslProvider struct {
+	p *openssl.Provider
+	// builtin: no OpenSSL provider or config of the operator's, so
+	// signatures are libcrypto's own computation on this CPU.
+	builtin bool
+}
 
 func openOpenSSL(c configs.AccelOpenSSL) (*opensslProvider, error) {
 	p, err := openssl.Open(openssl.Options{Library: c.Library, Provider: c.Provider, Config: c.Config, Properties: c.Properties})
 	if err != nil {
 		return nil, err
 	}
-	return &opensslProvider{p}, nil
+	return &opensslProvider{p: p, builtin: c.Provider == "" && c.Config == "" && c.Properties == ""}, nil
 }
+
+func (o *opensslProvider) cpuBound() bool { return o.builtin }
 
 func (o *opensslProvider) Name() string { return KindOpenSSL.String() }
 func (o *opensslProvider) Close() error { return nil } // libcrypto stays loaded for the process
