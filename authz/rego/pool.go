@@ -15,7 +15,10 @@ import (
 // stack only when less than a quarter of it is in use, so a worker that
 // keeps this much live below its waiting frame keeps a stack of up to
 // four times the pad grown from one evaluation to the next.
-const stackPad = 32 << 10
+//
+// 40 KiB keeps stacks of up to 160 KiB; the zbench chain policy needs
+// about 32 KiB (OPA 1.22), so its workers settle at 128 KiB.
+const stackPad = 40 << 10
 
 // evalPool runs evaluations on a few long-lived goroutines whose stacks
 // stay grown (see stackPad). Handing an evaluation over costs two
@@ -130,11 +133,14 @@ func (p *evalPool) close() {
 	p.wg.Wait()
 }
 
-// defaultWorkers: evaluations that can run at once.
-func defaultWorkers() int { return runtime.GOMAXPROCS(0) }
+// defaultWorkers: twice the evaluations that can run at once, so a
+// request whose worker is descheduled mid-evaluation (a GC assist, a
+// preemption) finds another warm one rather than evaluating on its own
+// stack.
+func defaultWorkers() int { return 2 * runtime.GOMAXPROCS(0) }
 
 // The process shares one pool: the stacks it keeps are a property of the
-// process, not of a policy, so GOMAXPROCS workers serve every policy of
+// process, not of a policy, so 2×GOMAXPROCS workers serve every policy of
 // every config. Each Policy holds a reference; the workers stop when the
 // last one is closed (a reload opens the new config's policies before it
 // closes the old ones, so they live across reloads).

@@ -63,11 +63,25 @@ func str(s string) *ast.Term {
 	return ast.InternedTerm(s)
 }
 
-// fields collects one object's items; key/value pairs are added only
-// where the policy reads them (need).
-type fields [][2]*ast.Term
+// fields collects the items of one object of fixed shape (at most 9
+// keys), on the stack; key/value pairs are added only where the policy
+// reads them (need).
+type fields struct {
+	n  int
+	kv [9][2]*ast.Term
+}
 
-func (f *fields) add(k, v *ast.Term) { *f = append(*f, [2]*ast.Term{k, v}) }
+func (f *fields) add(k, v *ast.Term) {
+	f.kv[f.n] = [2]*ast.Term{k, v}
+	f.n++
+}
+
+func (f *fields) term() *ast.Term { return ast.ObjectTerm(f.kv[:f.n]...) }
+
+// items collects the items of an object with any number of keys.
+type items [][2]*ast.Term
+
+func (f *items) add(k, v *ast.Term) { *f = append(*f, [2]*ast.Term{k, v}) }
 
 // inputValue builds the document Input describes directly as an OPA
 // value, skipping the generic map conversion on the request path, and
@@ -113,7 +127,7 @@ func inputValue(a *authz.Attributes, n *need, jwtKey *jwtMemoKey) (ast.Value, er
 			top.add(kParsedBody, ast.NewTerm(v))
 		}
 	}
-	return ast.NewObject(top...), nil
+	return ast.NewObject(top.kv[:top.n]...), nil
 }
 
 func attributesTerm(a *authz.Attributes, n *need) *ast.Term {
@@ -128,7 +142,7 @@ func attributesTerm(a *authz.Attributes, n *need) *ast.Term {
 		if a.Peer.Principal != "" && c.child("principal") != nil {
 			src.add(kPrincipal, ast.StringTerm("spiffe://"+a.Peer.Principal))
 		}
-		f.add(kSource, ast.ObjectTerm(src...))
+		f.add(kSource, src.term())
 	}
 	if n.child("destination") != nil {
 		f.add(kDestination, ast.ObjectTerm(ast.Item(kAddress, ast.ObjectTerm(ast.Item(kSocketAddress,
@@ -139,7 +153,7 @@ func attributesTerm(a *authz.Attributes, n *need) *ast.Term {
 	} else if n.child("request") != nil {
 		f.add(kRequest, vEmptyObject)
 	}
-	return ast.ObjectTerm(f...)
+	return f.term()
 }
 
 func httpTerm(a *authz.Attributes, n *need) *ast.Term {
@@ -171,7 +185,7 @@ func httpTerm(a *authz.Attributes, n *need) *ast.Term {
 		f.add(kProtocol, str(a.Protocol))
 	}
 	if c := n.child("headers"); c != nil {
-		h := make(fields, 0, len(a.Headers)+3)
+		h := make(items, 0, len(a.Headers)+3)
 		for k, v := range a.Headers {
 			if c.child(k) == nil {
 				continue
@@ -203,7 +217,7 @@ func httpTerm(a *authz.Attributes, n *need) *ast.Term {
 			f.add(kSize, ast.InternedTerm(len(a.Body)))
 		}
 	}
-	return ast.ObjectTerm(f...)
+	return f.term()
 }
 
 func parsedPathTerm(path string) *ast.Term {
@@ -223,16 +237,16 @@ func parsedQueryTerm(rawQuery string) *ast.Term {
 		return vEmptyObject
 	}
 	_, pq := parsePathQuery("", rawQuery)
-	items := make(fields, 0, len(pq))
+	f := make(items, 0, len(pq))
 	for k, vs := range pq {
 		l := vs.([]any)
 		ts := make([]*ast.Term, len(l))
 		for i, v := range l {
 			ts[i] = str(v.(string))
 		}
-		items.add(ast.StringTerm(k), ast.ArrayTerm(ts...))
+		f.add(ast.StringTerm(k), ast.ArrayTerm(ts...))
 	}
-	return ast.ObjectTerm(items...)
+	return ast.ObjectTerm(f...)
 }
 
 func peerTerm(a *authz.Attributes, n *need) *ast.Term {
@@ -252,7 +266,7 @@ func peerTerm(a *authz.Attributes, n *need) *ast.Term {
 	if n.child("service_account") != nil {
 		f.add(kServiceAccount, str(a.Peer.ServiceAccount))
 	}
-	return ast.ObjectTerm(f...)
+	return f.term()
 }
 
 // jwtMemoKey names input.jwt, as a policy with need n reads it, in an
@@ -279,7 +293,7 @@ func jwtTerm(a *authz.Attributes, n *need, key *jwtMemoKey) (*ast.Term, error) {
 	if v != nil {
 		jwt.add(kClaims, v)
 	}
-	t := ast.ObjectTerm(jwt...)
+	t := jwt.term()
 	if a.ClaimsMemo != nil && key != nil {
 		a.ClaimsMemo.Store(*key, t)
 	}
@@ -300,7 +314,7 @@ func claimsTerm(claims map[string]any, n *need) (*ast.Term, error) {
 		}
 		return ast.NewTerm(v), nil
 	}
-	f := make(fields, 0, len(n.kids))
+	f := make(items, 0, len(n.kids))
 	for k, c := range n.kids {
 		x, ok := claims[k]
 		if !ok {
