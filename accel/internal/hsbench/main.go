@@ -6,23 +6,34 @@
 //	taskset -c 1 hsbench serve -provider openssl -cert /tmp/hs/rsa2048.crt -key /tmp/hs/rsa2048.key -addr 127.0.0.1:23443 -d 15s
 //	taskset -c 0 hsbench load -addr 127.0.0.1:23443 -ca /tmp/hs/rsa2048.crt -c 50 -d 10s
 //	hsbench bench                                # what `ztgate accel bench` prints
+//	hsbench check -addr 127.0.0.1:23443 -ca /tmp/hs/rsa2048.crt   # what a server negotiates
 //
 // The client (like the baseline's hsload) makes new connections with no
-// session resumption, X25519, one GET each.
+// session resumption, X25519, one GET each. check makes one such
+// connection and prints what was negotiated (version, cipher suite,
+// group, ALPN, certificate key size) and how many session tickets the
+// server sent, so a comparison can show every server did the same work.
+//
+// m1.sh beside this file measures the ztgate binary itself (go and
+// openssl providers) against nginx, haproxy and caddy with hsload.
 package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,7 +44,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: hsbench gen|serve|load|bench [flags]")
+		fmt.Fprintln(os.Stderr, "usage: hsbench gen|serve|load|bench|check [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -46,6 +57,8 @@ func main() {
 		err = load(os.Args[2:])
 	case "bench":
 		err = bench(os.Args[2:])
+	case "check":
+		err = check(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -140,13 +153,9 @@ func load(args []string) error {
 	if *d > 10*time.Minute {
 		return fmt.Errorf("-d %s is longer than 10m", *d)
 	}
-	pemBytes, err := os.ReadFile(*ca)
+	roots, err := loadRoots(*ca)
 	if err != nil {
 		return err
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pemBytes) {
-		return fmt.Errorf("%s has no certificate", *ca)
 	}
 	r := loadgen.Run(context.Background(), *addr, &tls.Config{RootCAs: roots, ServerName: *sni,
 		MinVersion: tls.VersionTLS13, CurvePreferences: []tls.CurveID{tls.X25519}}, *conc, *d)
@@ -157,6 +166,18 @@ func load(args []string) error {
 	return nil
 }
 
+func loadRoots(ca string) (*x509.CertPool, error) {
+	pemBytes, err := os.ReadFile(ca)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("%s has no certificate", ca)
+	}
+	return roots, nil
+}
+
 // bench runs accel.Bench, as `ztgate accel bench` does.
 func bench(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
@@ -165,4 +186,53 @@ func bench(args []string) error {
 	conc := fs.Int("c", 0, "handshake clients (0: 4 per core)")
 	fs.Parse(args)
 	return accel.Bench(context.Background(), os.Stdout, accel.BenchOptions{SignDuration: *sign, HandshakeDuration: *hs, Concurrency: *conc})
+}
+
+// ticketCounter is a client session cache that only counts the session
+// tickets the server sends; it never offers one back, so nothing resumes.
+type ticketCounter struct{ n atomic.Int32 }
+
+func (c *ticketCounter) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+func (c *ticketCounter) Put(string, *tls.ClientSessionState)        { c.n.Add(1) }
+
+// check makes one connection as the load does (TLS 1.3, X25519, ALPN
+// http/1.1, one GET) and prints what the server negotiated.
+func check(args []string) error {
+	fs := flag.NewFlagSet("check", flag.ExitOnError)
+	addr := fs.String("addr", "", "server address")
+	ca := fs.String("ca", "", "CA (the server's self-signed certificate)")
+	sni := fs.String("sni", "bench.test", "server name")
+	fs.Parse(args)
+	roots, err := loadRoots(*ca)
+	if err != nil {
+		return err
+	}
+	tickets := &ticketCounter{}
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", *addr, &tls.Config{RootCAs: roots, ServerName: *sni,
+		MinVersion: tls.VersionTLS13, CurvePreferences: []tls.CurveID{tls.X25519}, NextProtos: []string{"http/1.1"},
+		ClientSessionCache: tickets})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", *sni); err != nil {
+		return err
+	}
+	// Tickets come after the handshake; read the answer to the end.
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		return err
+	}
+	cs := c.ConnectionState()
+	bits := 0
+	switch k := cs.PeerCertificates[0].PublicKey.(type) {
+	case *rsa.PublicKey:
+		bits = k.N.BitLen()
+	case *ecdsa.PublicKey:
+		bits = k.Curve.Params().BitSize
+	}
+	fmt.Printf("version=%s cipher=%s group=%s alpn=%s cert_key_bits=%d resumed=%v session_tickets_sent=%d\n",
+		tls.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), cs.CurveID, cs.NegotiatedProtocol, bits,
+		cs.DidResume, tickets.n.Load())
+	return nil
 }
