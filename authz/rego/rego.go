@@ -182,6 +182,7 @@ var noMetrics = metrics.NoOp()
 // query's value and how long evaluation took.
 func (p *Policy) eval(ctx context.Context, opts ...rego.EvalOption) (v any, took time.Duration, err error) {
 	start := time.Now()
+	opts = append(opts, rego.EvalVirtualCache(newVCache()))
 	var dl *deadline
 	if p.blocking {
 		var cancel context.CancelFunc
