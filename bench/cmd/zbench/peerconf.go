@@ -23,6 +23,9 @@ func confPath(r *runner, peer string, sc scenario, t *target, ext string) string
 // from it in the last round); logs at error, no access log, except for
 // the reload scenario, which reads the "config reloaded" lines.
 func writeZtgate(r *runner, sc scenario, t *target) (string, error) {
+	if err := prepareTransparent(r, sc, t); err != nil {
+		return "", err
+	}
 	conf := confPath(r, "ztgate", sc, t, ".yaml")
 	return conf, os.WriteFile(conf, []byte(ztgateYAML(r, sc, t, 0)), 0o644)
 }
@@ -37,12 +40,17 @@ func ztgateYAML(r *runner, sc scenario, t *target, generation int) string {
 		r.env.dir, level, ztAdminPort)
 	switch sc.name {
 	case "egress-conn", "egress-bulk":
-		// The connect listener; names resolve through the stub (allowed.test
-		// → 127.0.0.1), and the rule's cidrs let the proxy dial loopback,
+		// The connect listener (the transparent one in egress-conn's
+		// namespace); names resolve through the stub (allowed.test →
+		// 127.0.0.1), and the rule's cidrs let the proxy dial loopback,
 		// which the SSRF guard refuses otherwise.
+		mode := "connect"
+		if t.variant == "transparent" {
+			mode = "transparent"
+		}
 		fmt.Fprintf(&b, `egress:
   listeners:
-    - { name: bench, mode: connect, address: "127.0.0.1:%d" }
+    - { name: bench, mode: %s, address: "127.0.0.1:%d" }
   resolver: { address: "127.0.0.1:%d" }
   limits: { max_connections: 20000, max_connections_per_source: 20000 }
   rules:
@@ -50,7 +58,7 @@ func ztgateYAML(r *runner, sc scenario, t *target, generation int) string {
       sni: %s
       cidrs: [127.0.0.1/32]
       ports: [%d]
-`, t.port, stubPort, yamlList(r.env.allow), originPort)
+`, mode, t.port, stubPort, yamlList(r.env.allow), originPort)
 		return b.String()
 	case "dns", "dns-miss":
 		mode := "block"

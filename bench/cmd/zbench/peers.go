@@ -116,7 +116,7 @@ func (e *env) findPeers(r *runner) {
 	caddy, coredns := goBin("caddy"), goBin("coredns")
 	e.peers = []*peer{
 		{name: "ztgate", base: 23000, bin: zt, env: []string{"GOMAXPROCS=1"},
-			argv:  func(r *runner, t *target, conf string) []string { return []string{zt, "run", "-c", conf} },
+			argv:  func(r *runner, t *target, conf string) []string { return append(netnsExec(t), zt, "run", "-c", conf) },
 			write: writeZtgate},
 		{name: "nginx", base: 20000, bin: lookPath("nginx"),
 			argv: func(r *runner, t *target, conf string) []string {

@@ -93,9 +93,14 @@ func scenarios() []scenario {
 			profile: true, load: h3Load},
 		{name: "egress-conn", title: "Egress SNI passthrough: new TLS connections/s through the proxy to a TLS origin on CPU 0 " +
 			"(hsload -c 50: full handshake with the origin, one GET, close), 1,001-name allowlist. " +
-			"ztgate runs its egress `connect` listener (CONNECT allowed.test:19443, then the ClientHello is peeked and checked against the allowlist; " +
-			"one more round trip than nginx/haproxy, whose SNI routing needs no client support); `direct` is the origin alone, its CPU in the µs column.",
+			"`ztgate transparent` is the like-for-like row (ratios from it): the client connects to the origin's address, " +
+			"nftables REDIRECT hands the connection to the egress `transparent` listener, which peeks the ClientHello, checks the SNI against the allowlist " +
+			"and that the original destination is an address of that name, as nginx ssl_preread and haproxy req.ssl_sni route by SNI with no client support; " +
+			"it runs in a network namespace zbench creates, with its own origin and DNS stub (same configs, same CPUs). " +
+			"`ztgate connect` is the egress `connect` listener (CONNECT allowed.test:19443, then the ClientHello is peeked and checked; one more round trip). " +
+			"`direct` is the origin alone, its CPU in the µs column.",
 			unit: "conn", portOffset: 500, peers: []string{"direct", "ztgate", "nginx", "haproxy"},
+			variants: map[string][]string{"ztgate": {"connect", "transparent"}}, ref: "transparent",
 			cannot:  map[string]string{"caddy": "SNI passthrough needs the caddy-l4 plugin, not in a stock build"},
 			feature: "egress", profile: true, noWarmup: true, load: egressConnLoad, prepare: checkAllowlist},
 		{name: "egress-bulk", title: "Egress SNI passthrough: one TLS download of a 4 GiB sparse file through the proxy (curl, cut after min(-d, 5 s)), MiB/s; µs/op is the proxy's CPU µs per MiB (`direct`: the origin's)",
@@ -296,8 +301,16 @@ func h3Load(r *runner, t *target, d time.Duration) (loadResult, error) {
 }
 
 // egressConnLoad opens new TLS connections to the origin through the
-// proxy: SNI routing for nginx and haproxy, CONNECT for ztgate.
+// proxy: SNI routing for nginx and haproxy, CONNECT for ztgate connect,
+// nftables REDIRECT in a namespace for ztgate transparent.
 func egressConnLoad(r *runner, t *target, d time.Duration) (loadResult, error) {
+	if t.variant == "transparent" {
+		out, err := transparentLoad(r, d)
+		if err != nil {
+			return loadResult{}, err
+		}
+		return parseKV(out, "handshakes")
+	}
 	args := []string{abs(r.o.hsload), "-sni", egressName, "-ca", r.env.ca, "-c", r.conc(50, 4), "-d", d.String()}
 	switch t.p.name {
 	case "ztgate":
