@@ -32,13 +32,19 @@ func (p *Proxy) handleTransparent(rt *snapshot, c *conn, rec *record) {
 	rec.host, rec.port = dst.Addr().String(), dst.Port()
 	s := source{addr: rec.src.Addr()}
 
+	// The peek reads through a pooled buffer: the ClientHello usually
+	// arrives in one segment, which one read then takes whole.
 	tcp.SetReadDeadline(time.Now().Add(rt.helloTO))
-	h, err := sni.Read(tcp, rt.helloMax)
+	hr := newHeadReader(tcp)
+	defer hr.release()
+	h, err := sni.Read(hr.br, rt.helloMax)
 	if reason := p.checkHello(rt, h, err, rec); reason != "" {
 		p.deny(rec, reason, nil)
 		return
 	}
 	tcp.SetReadDeadline(time.Time{})
+	pre := appendBuffered(h.Raw, hr.br)
+	hr.release()
 	t := target{name: rec.sni, port: dst.Port(), tls: true}
 	if !h.HasSNI {
 		if !rt.noSNI {
@@ -72,5 +78,5 @@ func (p *Proxy) handleTransparent(rt *snapshot, c *conn, rec *record) {
 		return
 	}
 	p.logDecision(rec)
-	p.splice(rt, c, tcp, up, h.Raw, rec)
+	p.splice(rt, c, tcp, up, pre, rec)
 }
