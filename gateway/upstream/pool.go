@@ -168,7 +168,7 @@ func New(cfg configs.Upstream, deps Deps) (*Pool, error) {
 	}
 	if p.tlsErr == nil {
 		p.tlsConf = tlsConf
-		p.gen.Store(&generation{t: newTransport(&cfg, tlsConf)})
+		p.gen.Store(newGeneration(&cfg, tlsConf))
 		if cfg.MaxConnectionAge > 0 {
 			p.mu.Lock() // the timer may fire before New returns
 			p.rotate = time.AfterFunc(cfg.MaxConnectionAge, p.rotateTransport)
@@ -385,7 +385,7 @@ func (p *Pool) retire() {
 func (p *Pool) Close() {
 	if !p.closed.CompareAndSwap(false, true) {
 		if g := p.gen.Load(); g != nil {
-			g.t.CloseIdleConnections()
+			g.closeIdle()
 		}
 		return
 	}
@@ -415,7 +415,7 @@ func (p *Pool) rotateTransport() {
 		p.mu.Unlock()
 		return
 	}
-	old := p.gen.Swap(&generation{t: newTransport(&p.cfg, p.tlsConf)})
+	old := p.gen.Swap(newGeneration(&p.cfg, p.tlsConf))
 	p.rotate.Reset(p.cfg.MaxConnectionAge)
 	p.mu.Unlock()
 	old.retire()

@@ -112,6 +112,12 @@ func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) 
 		body = &trackedBody{r: r.Body}
 		out.Body = body
 	}
+	// Bodyless idempotent requests to an HTTP/1.1 upstream take the
+	// h1 fast path; the rest go through http.Transport.
+	h1 := g.h1
+	if h1 != nil && !fastPath(out, upgrade) {
+		h1 = nil
+	}
 	maxAttempts := 1
 	if idempotent(r.Method) && !upgrade {
 		maxAttempts += p.cfg.Retries.RetryAttempts()
@@ -141,7 +147,13 @@ func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) 
 		u.Host = e.addr
 		req.URL = &u
 		e.outstanding.Add(1)
-		res, err := g.t.RoundTrip(&req)
+		var res *http.Response
+		var err error
+		if h1 != nil {
+			res, err = h1.roundTrip(ctx, &req, e.addr)
+		} else {
+			res, err = g.t.RoundTrip(&req)
+		}
 		if err != nil {
 			e.outstanding.Add(-1)
 			kind := classify(err, r.Context())
@@ -208,9 +220,11 @@ func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) 
 					timer.Reset(idle)
 				}
 			})
-			var pe *Error
-			if timedOut.Load() && errors.As(perr, &pe) && pe.Kind == KindAborted {
-				pe.Kind, pe.Err = KindTimeout, errStreamIdle
+			if timedOut.Load() {
+				var pe *Error // declared here: taking its address allocates
+				if errors.As(perr, &pe) && pe.Kind == KindAborted {
+					pe.Kind, pe.Err = KindTimeout, errStreamIdle
+				}
 			}
 		}
 		e.outstanding.Add(-1)

@@ -69,10 +69,23 @@ func clientTLS(u *configs.Upstream, deps Deps) (*tls.Config, error) {
 	return c, nil
 }
 
-// newTransport builds the keep-alive pool of one upstream. Every endpoint
-// of the upstream is a "host" of the transport, so max_idle_conns applies
-// per endpoint.
-func newTransport(u *configs.Upstream, tlsConf *tls.Config) *http.Transport {
+// newGeneration builds the keep-alive pools of one upstream: an
+// http.Transport, and for an upstream that speaks HTTP/1.1 only, the
+// h1 fast path (h1Client) sharing its dialer. Every endpoint of the
+// upstream is a "host" of the pools, so max_idle_conns applies per
+// endpoint.
+func newGeneration(u *configs.Upstream, tlsConf *tls.Config) *generation {
+	t, dial := newTransport(u, tlsConf)
+	g := &generation{t: t}
+	if !u.HTTP2 && peekSupported {
+		g.h1 = newH1Client(dial, u.MaxIdleConns, u.IdleConnTimeout)
+	}
+	return g
+}
+
+// newTransport builds the http.Transport of one upstream and returns
+// the dial function it uses (TCP, or TCP and the TLS handshake).
+func newTransport(u *configs.Upstream, tlsConf *tls.Config) (*http.Transport, func(ctx context.Context, network, addr string) (net.Conn, error)) {
 	dialer := &net.Dialer{Timeout: u.ConnectTimeout, KeepAlive: 30 * time.Second}
 	t := &http.Transport{
 		Proxy:                  nil, // never the environment's HTTP proxy
@@ -80,7 +93,7 @@ func newTransport(u *configs.Upstream, tlsConf *tls.Config) *http.Transport {
 		IdleConnTimeout:        u.IdleConnTimeout,
 		ExpectContinueTimeout:  time.Second,
 		DisableCompression:     true, // pass Accept-Encoding and bodies through untouched
-		MaxResponseHeaderBytes: 1 << 20,
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
 	}
 	plainDial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dialer.DialContext(ctx, network, addr)
@@ -128,7 +141,10 @@ func newTransport(u *configs.Upstream, tlsConf *tls.Config) *http.Transport {
 		}
 	}
 	t.Protocols = &protos
-	return t
+	if t.DialTLSContext != nil {
+		return t, t.DialTLSContext
+	}
+	return t, t.DialContext
 }
 
 // generation is one http.Transport of a pool. max_connection_age
@@ -138,6 +154,7 @@ func newTransport(u *configs.Upstream, tlsConf *tls.Config) *http.Transport {
 // gives no per-connection control over.
 type generation struct {
 	t        *http.Transport
+	h1       *h1Client // nil: every request goes through t
 	inflight atomic.Int64
 	retired  atomic.Bool
 }
@@ -146,7 +163,16 @@ func (g *generation) acquire() { g.inflight.Add(1) }
 
 func (g *generation) release() {
 	if g.inflight.Add(-1) == 0 && g.retired.Load() {
-		g.t.CloseIdleConnections()
+		g.closeIdle()
+	}
+}
+
+// closeIdle closes the idle connections of both pools. On a retired
+// generation, h1 connections returned later are closed too.
+func (g *generation) closeIdle() {
+	g.t.CloseIdleConnections()
+	if g.h1 != nil {
+		g.h1.closeIdle(g.retired.Load())
 	}
 }
 
@@ -155,6 +181,9 @@ func (g *generation) release() {
 // is served; its connection closes when it is done.
 func (g *generation) retire() {
 	g.retired.Store(true)
+	if g.h1 != nil {
+		g.h1.closeIdle(true)
+	}
 	if g.inflight.Load() == 0 {
 		g.t.CloseIdleConnections()
 	}
