@@ -215,7 +215,6 @@ type blockingProvider struct {
 	release chan struct{} // closed to let every signature finish
 	imports atomic.Int32
 	batches chan int // sizes of SignBatch calls, when batching
-	batch   bool
 }
 
 func (b *blockingProvider) Name() string { return "blocking" }
