@@ -59,7 +59,7 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	// Every peer config that can run here must have run.
 	for _, want := range []string{
-		"handshake-ecdsa/nginx", "handshake-rsa/haproxy", "proxy-h1/ztgate", "proxy-h2/caddy",
+		"handshake-ecdsa/nginx", "handshake-rsa/haproxy", "handshake-rsa/ztgate go", "handshake-rsa/ztgate openssl", "proxy-h1/ztgate", "proxy-h2/caddy",
 		"jwt-h1/haproxy jwt", "h3/caddy", "h3/ztgate",
 		"egress-conn/direct", "egress-conn/nginx", "egress-conn/haproxy", "egress-bulk/nginx", "egress-bulk/haproxy",
 		"dns/coredns", "dns/dnsmasq", "dns-miss/coredns", "dns-miss/dnsmasq", "memory/ztgate", "memory/nginx", "memory/haproxy", "memory/caddy", "reload/ztgate",

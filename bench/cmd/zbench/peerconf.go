@@ -38,6 +38,9 @@ func ztgateYAML(r *runner, sc scenario, t *target, generation int) string {
 	}
 	fmt.Fprintf(&b, "storage: %s/ztgate-state\nlog: { level: %s, access_log: false }\nadmin: { address: \"127.0.0.1:%d\", pprof: true }\n",
 		r.env.dir, level, ztAdminPort)
+	if t.variant == "openssl" {
+		b.WriteString("accel: { provider: openssl, required: true }\n")
+	}
 	switch sc.name {
 	case "egress-conn", "egress-bulk":
 		// The connect listener (the transparent one in egress-conn's

@@ -72,8 +72,11 @@ func scenarios() []scenario {
 	return []scenario{
 		{name: "handshake-ecdsa", title: "Full TLS 1.3 handshakes, ECDSA P-256 (hsload, 50 workers, X25519, no resumption)",
 			unit: "handshake", portOffset: 443, peers: allHTTP, profile: true, noWarmup: true, load: hsload},
-		{name: "handshake-rsa", title: "Full TLS 1.3 handshakes, RSA-2048 (hsload, 50 workers, X25519, no resumption)",
-			unit: "handshake", portOffset: 444, peers: allHTTP, profile: true, noWarmup: true, load: hsload},
+		{name: "handshake-rsa", title: "Full TLS 1.3 handshakes, RSA-2048 (hsload, 50 workers, X25519, no resumption); " +
+			"ztgate signs with Go's crypto (`go`, the default) or OpenSSL 3 through accel (`openssl`)",
+			unit: "handshake", portOffset: 444, peers: allHTTP, profile: true, noWarmup: true, load: hsload,
+			// accel: Go's RSA (as caddy) and the OpenSSL provider (issue 8's goal).
+			variants: map[string][]string{"ztgate": {"go", "openssl"}}, ref: "openssl"},
 		{name: "proxy-h1", title: "HTTPS keep-alive proxy, HTTP/1.1, 1 KiB upstream body (wrk -t1 -c64)",
 			unit: "request", portOffset: 445, proxy: true, peers: allHTTP, profile: true, load: wrkLoad},
 		{name: "proxy-h2", title: "HTTPS keep-alive proxy, HTTP/2, 1 KiB upstream body (h2load -t1 -c16 -m4)",
