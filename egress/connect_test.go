@@ -264,7 +264,7 @@ func TestHTTPForwardCurl(t *testing.T) {
 	f.rec.wait(t, MsgDecision, map[string]string{FieldDecision: "deny", FieldReason: "not_allowlisted", FieldHost: "denied.test"})
 
 	// A CONNECT on the http listener, and a TLS name on a tls: false rule.
-	out, _ = f.curl(t, "-x", "http://"+f.fwd, "--cacert", f.pki.caFile, fmt.Sprintf("https://allowed.test:%d/", f.port))
+	f.curl(t, "-x", "http://"+f.fwd, "--cacert", f.pki.caFile, fmt.Sprintf("https://allowed.test:%d/", f.port)) // refused: the record says how
 	f.rec.wait(t, MsgDecision, map[string]string{FieldReason: "unsupported_request", FieldListener: "forward"})
 }
 

@@ -206,10 +206,9 @@ egress:
 		})
 	}
 	t.Run("no client certificate", func(t *testing.T) {
-		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "proxy.test", RootCAs: pk.caPool})
-		if err == nil {
+		if c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "proxy.test", RootCAs: pk.caPool}); err == nil {
 			// TLS 1.3: the server's refusal arrives with the first read.
-			_, err = io.ReadAll(c)
+			io.ReadAll(c)
 			c.Close()
 		}
 		e.rec.wait(t, MsgDecision, map[string]string{FieldReason: "client_tls_failed"})
