@@ -141,7 +141,13 @@ func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) 
 		tried = append(tried, e)
 		info.Endpoint, info.Attempts = e.addr, attempt
 
-		req := *out
+		// The first attempt sends out itself; a retry sends a copy, as
+		// RoundTrip may still read the request it was given.
+		req := out
+		if attempt > 1 {
+			c := *out
+			req = &c
+		}
 		u := *out.URL
 		u.Scheme = p.scheme
 		u.Host = e.addr
@@ -150,9 +156,9 @@ func (p *Pool) Proxy(w http.ResponseWriter, r *http.Request, info *RequestInfo) 
 		var res *http.Response
 		var err error
 		if h1 != nil {
-			res, err = h1.roundTrip(ctx, &req, e.addr)
+			res, err = h1.roundTrip(ctx, req, e.addr)
 		} else {
-			res, err = g.t.RoundTrip(&req)
+			res, err = g.t.RoundTrip(req)
 		}
 		if err != nil {
 			e.outstanding.Add(-1)
