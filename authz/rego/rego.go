@@ -167,19 +167,33 @@ func readLimited(path string) ([]byte, error) {
 // Eval evaluates the query on input (any JSON-like Go value) with the
 // policy's deadline and returns its value and OPA's metrics. Undefined
 // is ErrUndefined. It is for tests and tools; the request path is Check.
-func (p *Policy) Eval(ctx context.Context, input any) (any, metrics.Metrics, error) {
-	m := metrics.New()
-	v, _, err := p.eval(ctx, rego.EvalInput(input), rego.EvalMetrics(m))
+func (p *Policy) Eval(ctx context.Context, input any) (v any, m metrics.Metrics, err error) {
+	m = metrics.New()
+	p.onWarmStack(func() {
+		v, _, err = p.eval(ctx, rego.EvalInput(input), rego.EvalMetrics(m))
+	})
 	return v, m, err
 }
 
-// noMetrics: Check times the evaluation itself (one clock read it needs
-// for the deadline anyway) instead of OPA's per-evaluation timer map.
-var noMetrics = metrics.NoOp()
+// onWarmStack runs f, which evaluates, on a pool worker whose stack is
+// already grown (pool.go), or on the caller's goroutine for policies
+// that block on I/O and so must not hold a worker.
+func (p *Policy) onWarmStack(f func()) {
+	if p.pool != nil {
+		p.pool.do(f)
+		return
+	}
+	f()
+}
 
-// eval evaluates with the policy's deadline: polled by OPA (deadline),
-// or a context deadline for policies that block on I/O. It returns the
-// query's value and how long evaluation took.
+// optNoMetrics: Check times the evaluation itself (one clock read it needs
+// for the deadline anyway) instead of OPA's per-evaluation timer map.
+var optNoMetrics = rego.EvalMetrics(metrics.NoOp())
+
+// eval evaluates on the calling goroutine with the policy's deadline:
+// polled by OPA (deadline), or a context deadline for policies that
+// block on I/O. It returns the query's value and how long evaluation
+// took.
 func (p *Policy) eval(ctx context.Context, opts ...rego.EvalOption) (v any, took time.Duration, err error) {
 	start := time.Now()
 	opts = append(opts, rego.EvalVirtualCache(newVCache()))
@@ -192,12 +206,7 @@ func (p *Policy) eval(ctx context.Context, opts ...rego.EvalOption) (v any, took
 		dl = newDeadline(ctx, start, p.timeout)
 		opts = append(opts, rego.EvalExternalCancel(dl))
 	}
-	var rs rego.ResultSet
-	if dl != nil && p.pool != nil {
-		p.pool.do(func() { rs, err = p.pq.Eval(ctx, opts...) })
-	} else {
-		rs, err = p.pq.Eval(ctx, opts...)
-	}
+	rs, err := p.pq.Eval(ctx, opts...)
 	took = time.Since(start)
 	if err != nil {
 		if dl != nil && dl.fired.Load() {
@@ -228,15 +237,24 @@ func (p *Policy) eval(ctx context.Context, opts ...rego.EvalOption) (v any, took
 // The input holds only what the policy can read (analyze); the decision
 // log's copy of it (decision_log.rego_input) is the whole document,
 // built only when a record is written, as are the decision id and the
-// metrics.
+// metrics. Input and evaluation both run on a warm stack.
 func (p *Policy) Check(ctx context.Context, a *authz.Attributes) (authz.CustomResult, error) {
 	rec := &authz.OPARecord{Path: p.path, Input: logInput{a: a}}
-	iv, err := inputValue(a, p.input, p.jwtKey)
-	if err != nil {
-		rec.Error = err.Error()
-		return authz.CustomResult{OPA: rec}, fmt.Errorf("build input: %v", err)
+	var (
+		v         any
+		took      time.Duration
+		err, ierr error
+	)
+	p.onWarmStack(func() {
+		var iv ast.Value
+		if iv, ierr = inputValue(a, p.input, p.jwtKey); ierr == nil {
+			v, took, err = p.eval(ctx, rego.EvalParsedInput(iv), optNoMetrics)
+		}
+	})
+	if ierr != nil {
+		rec.Error = ierr.Error()
+		return authz.CustomResult{OPA: rec}, fmt.Errorf("build input: %v", ierr)
 	}
-	v, took, err := p.eval(ctx, rego.EvalParsedInput(iv), rego.EvalMetrics(noMetrics))
 	rec.EvalTime = took
 	if err != nil {
 		rec.Error = err.Error()
