@@ -36,6 +36,10 @@ type Deps struct {
 	Logger  *slog.Logger
 	Metrics *Metrics
 	Certs   Certificates
+	// AccessLog, when set, takes the access log lines (one per request,
+	// with component=access) instead of Logger. Build it on a LineBuffer
+	// so that lines leave in batches rather than one write(2) each.
+	AccessLog *slog.Logger
 	// Compile turns a config into the parts of a Runtime that other
 	// packages own (upstream pools, authn, authz). Nil: routes with an
 	// upstream answer 503.
@@ -62,9 +66,13 @@ func New(deps Deps) (*Server, error) {
 	if deps.Logger == nil || deps.Metrics == nil {
 		return nil, errors.New("gateway: logger and metrics are required")
 	}
+	alog := deps.Logger
+	if deps.AccessLog != nil {
+		alog = deps.AccessLog
+	}
 	return &Server{
 		log:  deps.Logger.With("component", "gateway"),
-		alog: deps.Logger.With("component", "access"),
+		alog: alog.With("component", "access"),
 		m:    deps.Metrics,
 		deps: deps,
 		tcp:  map[string]*tcpServer{},
