@@ -129,6 +129,7 @@ var notable = []struct{ name, prefix string }{
 	{"authn (JWT)", "github.com/ztgate/ztgate/authn"},
 	{"authz", "github.com/ztgate/ztgate/authz"},
 	{"Rego (OPA)", "github.com/open-policy-agent/"},
+	{"Rego on its workers (input + evaluation)", "github.com/ztgate/ztgate/authz/rego.(*evalPool).work"},
 	{"egress", "github.com/ztgate/ztgate/egress"},
 	{"dnsguard", "github.com/ztgate/ztgate/dnsguard"},
 	{"logging (slog)", "log/slog"},
