@@ -1,7 +1,9 @@
 package upstream
 
 import (
+	"net/http"
 	"net/http/httptest"
+	"net/textproto"
 	"strings"
 	"testing"
 
@@ -60,6 +62,20 @@ func FuzzOutboundHeaders(f *testing.F) {
 			t.Fatal("outbound modified the inbound headers")
 		}
 	})
+}
+
+// connectionTokens returns the header names listed in Connection,
+// canonicalised: the fuzzer's oracle for what must not be forwarded.
+func connectionTokens(h http.Header) []string {
+	var out []string
+	for _, v := range h["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				out = append(out, textproto.CanonicalMIMEHeaderKey(f))
+			}
+		}
+	}
+	return out
 }
 
 // validHeaderName mirrors the config's check, to keep the fuzzer to

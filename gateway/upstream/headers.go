@@ -96,49 +96,39 @@ func isHop(k string) bool {
 	return hopHeaders[k] || (len(k) > 6 && k[:6] == "Proxy-")
 }
 
-// connectionTokens returns the header names listed in Connection.
-func connectionTokens(h http.Header) []string {
-	var out []string
-	for _, v := range h["Connection"] {
-		for _, f := range strings.Split(v, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				out = append(out, textproto.CanonicalMIMEHeaderKey(f))
-			}
-		}
-	}
-	return out
-}
-
-// copyEndToEnd copies src into dst without hop-by-hop headers. Value
-// slices are shared with a capped capacity, so a later append on either
-// side reallocates instead of writing into the other.
+// copyEndToEnd copies src into dst without hop-by-hop headers, nor the
+// headers src's Connection names. Value slices are shared with a capped
+// capacity, so a later append on either side reallocates instead of
+// writing into the other.
 func copyEndToEnd(dst, src http.Header) {
-	named := connectionTokens(src)
-outer:
+	conn := src["Connection"]
 	for k, v := range src {
-		if isHop(k) {
+		if isHop(k) || len(conn) > 0 && listed(conn, k) {
 			continue
-		}
-		for _, n := range named {
-			if n == k {
-				continue outer
-			}
 		}
 		dst[k] = v[:len(v):len(v)]
 	}
 }
 
-// hasToken reports whether a comma-separated header contains token
-// (case-insensitive).
-func hasToken(h http.Header, name, token string) bool {
-	for _, v := range h[name] {
-		for _, f := range strings.Split(v, ",") {
+// listed reports whether the comma-separated values contain token
+// (case-insensitive), without allocating.
+func listed(values []string, token string) bool {
+	for _, v := range values {
+		for v != "" {
+			var f string
+			f, v, _ = strings.Cut(v, ",")
 			if strings.EqualFold(strings.TrimSpace(f), token) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// hasToken reports whether a comma-separated header contains token
+// (case-insensitive).
+func hasToken(h http.Header, name, token string) bool {
+	return listed(h[name], token)
 }
 
 // upgradeType returns the protocol a request asks to upgrade to, or "".
