@@ -233,36 +233,7 @@ func newEgressNS(r *runner, proxyPort int) (*egressNS, error) {
 
 // writeNSOrigin writes the origin's nginx config for the namespace: the
 // shared origin's, with its own pid and log files.
-func writeNSOrigin(r *runner) (string, error) {
-	c := r.env.certs["origin"]
-	conf := filepath.Join(r.env.dir, "origin-netns-nginx.conf")
-	return conf, writeTemplate(conf, `daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-error_log {{.Dir}}/origin-netns-error.log warn;
-pid {{.Dir}}/origin-netns.pid;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path {{.Dir}}/tmp-orns-body;
-  proxy_temp_path {{.Dir}}/tmp-orns-proxy;
-  fastcgi_temp_path {{.Dir}}/tmp-orns-fcgi;
-  uwsgi_temp_path {{.Dir}}/tmp-orns-uwsgi;
-  scgi_temp_path {{.Dir}}/tmp-orns-scgi;
-  server {
-    listen 127.0.0.1:{{.Port}} ssl reuseport backlog=4096;
-    ssl_certificate {{.Cert}};
-    ssl_certificate_key {{.Key}};
-    ssl_protocols TLSv1.3;
-    ssl_session_tickets off;
-    ssl_session_cache off;
-    keepalive_timeout 0;
-    root {{.WWW}};
-  }
-}
-`, map[string]any{"Dir": r.env.dir, "Port": originPort, "WWW": filepath.Join(r.env.dir, "www-origin"), "Cert": c.cert, "Key": c.key})
-}
+func writeNSOrigin(r *runner) (string, error) { return writeOriginConf(r.env, "origin-netns") }
 
 // dialNS connects to 127.0.0.1:port inside the namespace: the socket is
 // made on a thread that entered it (and that thread ends with the

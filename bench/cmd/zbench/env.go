@@ -163,34 +163,7 @@ func (e *env) startOrigin(r *runner) error {
 	if err := os.Truncate(filepath.Join(www, "big.bin"), 4<<30); err != nil {
 		return err
 	}
-	c := e.certs["origin"]
-	conf := filepath.Join(e.dir, "origin-nginx.conf")
-	err := writeTemplate(conf, `daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-error_log {{.Dir}}/origin-error.log warn;
-pid {{.Dir}}/origin.pid;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path {{.Dir}}/tmp-or-body;
-  proxy_temp_path {{.Dir}}/tmp-or-proxy;
-  fastcgi_temp_path {{.Dir}}/tmp-or-fcgi;
-  uwsgi_temp_path {{.Dir}}/tmp-or-uwsgi;
-  scgi_temp_path {{.Dir}}/tmp-or-scgi;
-  server {
-    listen 127.0.0.1:{{.Port}} ssl reuseport backlog=4096;
-    ssl_certificate {{.Cert}};
-    ssl_certificate_key {{.Key}};
-    ssl_protocols TLSv1.3;
-    ssl_session_tickets off;
-    ssl_session_cache off;
-    keepalive_timeout 0;
-    root {{.WWW}};
-  }
-}
-`, map[string]any{"Dir": e.dir, "Port": originPort, "WWW": www, "Cert": c.cert, "Key": c.key})
+	conf, err := writeOriginConf(e, "origin")
 	if err != nil {
 		return err
 	}
@@ -445,3 +418,37 @@ func versionOf(argv ...string) string {
 }
 
 func logf(format string, args ...any) { log.Printf(format, args...) }
+
+// writeOriginConf writes the TLS origin's nginx config, under name (its
+// config, pid, log and temp files): the shared origin's, or the copy
+// inside egress-conn's network namespace.
+func writeOriginConf(e *env, name string) (string, error) {
+	c := e.certs["origin"]
+	conf := filepath.Join(e.dir, name+"-nginx.conf")
+	return conf, writeTemplate(conf, `daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+error_log {{.Dir}}/{{.Name}}-error.log warn;
+pid {{.Dir}}/{{.Name}}.pid;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path {{.Dir}}/tmp-{{.Name}}-body;
+  proxy_temp_path {{.Dir}}/tmp-{{.Name}}-proxy;
+  fastcgi_temp_path {{.Dir}}/tmp-{{.Name}}-fcgi;
+  uwsgi_temp_path {{.Dir}}/tmp-{{.Name}}-uwsgi;
+  scgi_temp_path {{.Dir}}/tmp-{{.Name}}-scgi;
+  server {
+    listen 127.0.0.1:{{.Port}} ssl reuseport backlog=4096;
+    ssl_certificate {{.Cert}};
+    ssl_certificate_key {{.Key}};
+    ssl_protocols TLSv1.3;
+    ssl_session_tickets off;
+    ssl_session_cache off;
+    keepalive_timeout 0;
+    root {{.WWW}};
+  }
+}
+`, map[string]any{"Dir": e.dir, "Name": name, "Port": originPort, "WWW": filepath.Join(e.dir, "www-origin"), "Cert": c.cert, "Key": c.key})
+}
