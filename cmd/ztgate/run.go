@@ -59,10 +59,14 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 // the logger, the metrics registry, and every registry that must survive
 // reloads.
 type app struct {
-	path    string
-	log     *slog.Logger
-	level   *slog.LevelVar
-	logOut  io.Closer
+	path   string
+	log    *slog.Logger
+	level  *slog.LevelVar
+	logOut io.Closer
+	// abuf batches access-log lines (up to 4 KiB, at most 100 ms late),
+	// as Envoy's file access log does; stop flushes it.
+	abuf    *gateway.LineBuffer
+	alog    *slog.Logger
 	reg     *prometheus.Registry
 	gm      *gateway.Metrics
 	gw      *gateway.Server
@@ -89,6 +93,7 @@ func newApp(path string, cfg *configs.Config, stdout io.Writer) (*app, error) {
 	a.parts = parts
 	a.gw, err = gateway.New(gateway.Deps{
 		Logger:     a.log,
+		AccessLog:  a.alog,
 		Metrics:    a.gm,
 		Certs:      parts.certs,
 		Extensions: parts.extensions,
@@ -128,6 +133,12 @@ func (a *app) setupLog(cfg *configs.Config, stdout io.Writer) error {
 		h = slog.NewTextHandler(w, opts)
 	}
 	a.log = slog.New(h)
+	a.abuf = gateway.NewLineBuffer(w, 4096, 100*time.Millisecond)
+	var ah slog.Handler = slog.NewJSONHandler(a.abuf, opts)
+	if cfg.Log.Format == "text" {
+		ah = slog.NewTextHandler(a.abuf, opts)
+	}
+	a.alog = slog.New(ah)
 	return nil
 }
 
@@ -245,6 +256,9 @@ func (a *app) stop(ctx context.Context) error {
 	err := a.gw.Shutdown(ctx)
 	a.parts.shutdown(ctx)
 	a.admin.Shutdown(ctx)
+	if a.abuf != nil {
+		a.abuf.Close() // the last access lines, before the file closes
+	}
 	if a.logOut != nil {
 		a.logOut.Close()
 	}
