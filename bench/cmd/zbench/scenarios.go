@@ -365,18 +365,17 @@ func parseCurl(out string) (loadResult, error) {
 }
 
 func dnsperfLoad(r *runner, t *target, d time.Duration) (loadResult, error) {
-	out, err := r.client("dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(t.port), "-d", r.env.queries,
-		"-l", strconv.Itoa(secs(d)), "-c", r.conc(4, 1), "-T", "1", "-q", r.conc(200, 20))
-	if err != nil {
-		return loadResult{}, err
-	}
-	return parseDnsperf(out)
+	return dnsperfRun(r, t, r.env.queries, d)
 }
 
 // dnsperfMissLoad is dnsperfLoad over fresh names: every query misses
 // the cache (dnsperf reads the file once, in order, within one run).
 func dnsperfMissLoad(r *runner, t *target, d time.Duration) (loadResult, error) {
-	out, err := r.client("dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(t.port), "-d", r.env.missQueries,
+	return dnsperfRun(r, t, r.env.missQueries, d)
+}
+
+func dnsperfRun(r *runner, t *target, file string, d time.Duration) (loadResult, error) {
+	out, err := r.client("dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(t.port), "-d", file,
 		"-l", strconv.Itoa(secs(d)), "-c", r.conc(4, 1), "-T", "1", "-q", r.conc(200, 20))
 	if err != nil {
 		return loadResult{}, err
@@ -388,7 +387,13 @@ func dnsperfMissLoad(r *runner, t *target, d time.Duration) (loadResult, error) 
 // through the server: each must be answered NOERROR by the stub's
 // wildcard, so that the measured queries are real upstream round trips.
 func checkMissDNS(r *runner, t *target) error {
-	out, err := r.client("dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(t.port), "-d", r.env.missProbe, "-n", "1", "-c", "1", "-q", "20")
+	return dnsperfOnce(r, t, r.env.missProbe, 20, "fresh names")
+}
+
+// dnsperfOnce sends every name of file once and requires a NOERROR
+// answer to each.
+func dnsperfOnce(r *runner, t *target, file string, outstanding int, what string) error {
+	out, err := r.client("dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(t.port), "-d", file, "-n", "1", "-c", "1", "-q", strconv.Itoa(outstanding))
 	if err != nil {
 		return err
 	}
@@ -397,7 +402,7 @@ func checkMissDNS(r *runner, t *target) error {
 		return err
 	}
 	if lr.errors > 0 {
-		return fmt.Errorf("fresh names: %d of %d queries lost or not NOERROR:\n%s", lr.errors, lr.ops, out)
+		return fmt.Errorf("%s: %d of %d queries lost or not NOERROR:\n%s", what, lr.errors, lr.ops, out)
 	}
 	return nil
 }
@@ -444,16 +449,5 @@ func parseDnsperf(out string) (loadResult, error) {
 // warmDNS sends every name once, so that the measured queries are cache
 // hits, and checks that the answers are right.
 func warmDNS(r *runner, t *target) error {
-	out, err := r.client("dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(t.port), "-d", r.env.queries, "-n", "1", "-c", "1", "-q", "50")
-	if err != nil {
-		return err
-	}
-	lr, err := parseDnsperf(out)
-	if err != nil {
-		return err
-	}
-	if lr.errors > 0 {
-		return fmt.Errorf("warm-up pass: %d of %d queries lost or not NOERROR:\n%s", lr.errors, lr.ops, out)
-	}
-	return nil
+	return dnsperfOnce(r, t, r.env.queries, 50, "warm-up pass")
 }
