@@ -26,9 +26,6 @@ type Authz struct {
 	// Empty (default) loads none.
 	PoliciesDir string `mapstructure:"policies_dir" json:"policies_dir,omitempty"`
 
-	// policyNames indexes Policies by name during one validation pass.
-	policyNames map[string]struct{}
-
 	// RegoTimeout is the default deadline of one Rego evaluation
 	// (default 100ms). An evaluation past it denies.
 	RegoTimeout time.Duration `mapstructure:"rego_timeout" json:"rego_timeout"`
@@ -348,25 +345,30 @@ func (p *Policy) validate(v *validator, providers []string) {
 	}
 }
 
-// checkPolicyRef records a reference to a policy that does not exist.
-// With policies_dir set, a name may come from an Istio document there,
-// which only authz.New reads; it checks the reference again.
-// The names are indexed once per validation pass (Config.validate resets
-// the index): 10,000 routes each naming a policy would otherwise scan
-// every policy each, and a reload with both took seconds.
-func (a *Authz) checkPolicyRef(v *validator, name string) {
-	if a.policyNames == nil {
-		a.policyNames = make(map[string]struct{}, len(a.Policies))
-		for _, p := range a.Policies {
-			a.policyNames[p.Name] = struct{}{}
-		}
+// policyRefs checks references to policies by name. Build it once per
+// list of references: 10,000 routes each naming one of 10,000 policies
+// made a scan per reference the largest part of a reload.
+type policyRefs struct {
+	known map[string]struct{}
+	names []string
+	// open: policies_dir is set, and a name may come from an Istio
+	// document there, which only authz.New reads; it checks again.
+	open bool
+}
+
+func (a *Authz) policyRefs() policyRefs {
+	r := policyRefs{known: make(map[string]struct{}, len(a.Policies)), names: make([]string, len(a.Policies)), open: a.PoliciesDir != ""}
+	for i, p := range a.Policies {
+		r.known[p.Name] = struct{}{}
+		r.names[i] = p.Name
 	}
-	if _, ok := a.policyNames[name]; ok || a.PoliciesDir != "" {
+	return r
+}
+
+// check records a reference to a policy that does not exist.
+func (r policyRefs) check(v *validator, name string) {
+	if _, ok := r.known[name]; ok || r.open {
 		return
 	}
-	names := make([]string, len(a.Policies))
-	for i, p := range a.Policies {
-		names[i] = p.Name
-	}
-	v.reference("", "policy", name, names)
+	v.reference("", "policy", name, r.names)
 }

@@ -108,8 +108,6 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) validate(v *validator) {
-	c.Authz.policyNames = nil // indexes built during this pass
-	defer func() { c.Authz.policyNames = nil }()
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "text")
 	if c.Admin.Address != "off" {

@@ -200,8 +200,11 @@ func (l *Listener) validate(v *validator, c *Config) {
 	for j, p := range l.TrustedProxies {
 		v.prefix(fmt.Sprintf("trusted_proxies[%d]", j), p)
 	}
-	for j, p := range l.Policies {
-		c.Authz.checkPolicyRef(v.at(fmt.Sprintf("policies[%d]", j)), p)
+	if len(l.Policies) > 0 {
+		refs := c.Authz.policyRefs()
+		for j, p := range l.Policies {
+			refs.check(v.at(fmt.Sprintf("policies[%d]", j)), p)
+		}
 	}
 	d := l.Limits
 	if d.MaxConnections < 0 {

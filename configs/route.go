@@ -100,6 +100,7 @@ func (c *Config) validateRoutes(v *validator) {
 		upstreams[i] = u.Name
 	}
 	names := make([]string, len(c.Routes))
+	policies := c.Authz.policyRefs()
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		names[i] = r.Name
@@ -123,7 +124,7 @@ func (c *Config) validateRoutes(v *validator) {
 			rv.addf("timeout", "%s must not be negative", r.Timeout)
 		}
 		for j, p := range r.Policies {
-			c.Authz.checkPolicyRef(rv.at(fmt.Sprintf("policies[%d]", j)), p)
+			policies.check(rv.at(fmt.Sprintf("policies[%d]", j)), p)
 		}
 		if r.PeerAuthentication != "" {
 			rv.oneOf("peer_authentication", r.PeerAuthentication, PeerStrict, PeerPermissive, PeerDisable)
